@@ -1,0 +1,112 @@
+//! Error types: `Error` for the library API, `ApiError` for HTTP answers in the Northflank
+//! envelope `{"error":{"status","message","id","details"}}` (§4.1).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::validate::Issues;
+
+/// Failure to start the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An HTTP error answer. The message is what a user sees, so it says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A configurable status for an inferred behaviour (e.g. the duplicate-job answer).
+    #[error("{message}")]
+    Other { status: StatusCode, message: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{}", .0.message())]
+    Validation(Issues),
+    #[error("Rate limit exceeded: retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64, header: bool },
+    #[error("Service temporarily unavailable (injected fault)")]
+    Unavailable,
+    #[error("Bad gateway (injected fault: the request was processed but the answer was lost)")]
+    LostResponse,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Other { status, .. } => *status,
+            ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::LostResponse => StatusCode::BAD_GATEWAY,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(path: &str, rule: impl Into<String>) -> Self {
+        let mut issues = Issues::default();
+        issues.push(path, rule);
+        ApiError::Validation(issues)
+    }
+
+    fn body(&self) -> Value {
+        let status = self.status().as_u16();
+        // §8 gives the 401 body without id or details; keep it exactly that small.
+        if matches!(self, ApiError::Unauthorized) {
+            return json!({"error": {"status": status, "message": "Unauthorized"}});
+        }
+        let mut error = json!({
+            "status": status,
+            "message": self.to_string(),
+            "id": uuid::Uuid::new_v4().to_string(),
+        });
+        error["details"] = match self {
+            ApiError::Validation(issues) => issues.details(),
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => json!({"retryAfter": retry_after_secs}),
+            _ => json!({}),
+        };
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::RateLimited {
+            retry_after_secs,
+            header: true,
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}

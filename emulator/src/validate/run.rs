@@ -1,0 +1,31 @@
+//! Start-run body (§3.1): every field is optional, and `{}` is a plain run.
+
+use serde_json::Value;
+
+use super::deployment::{Context, check_deployment};
+use super::job::check_plan;
+use super::{Issues, body_object, field};
+use crate::error::ApiError;
+
+pub fn validate_run(body: &Value) -> Result<(), ApiError> {
+    let mut issues = Issues::default();
+    if let Some(run) = body_object(&mut issues, body) {
+        if let Some(v) = field(run, "runtimeEnvironment") {
+            issues.string_map(v, "runtimeEnvironment");
+        }
+        for key in ["runtimeFiles", "dockerSecretMounts"] {
+            if let Some(v) = field(run, key) {
+                issues.file_map(v, key);
+            }
+        }
+        if let Some(v) = field(run, "billing")
+            && let Some(billing) = issues.object(v, "billing")
+        {
+            check_plan(&mut issues, billing, "deploymentPlan", false);
+        }
+        if let Some(v) = field(run, "deployment") {
+            check_deployment(&mut issues, v, "deployment", Context::Run);
+        }
+    }
+    issues.into_result()
+}
