@@ -1,0 +1,357 @@
+//! Settings and credentials.
+//!
+//! Settings are non-secret and come from environment variables (the same names in Lambda and in
+//! the local worker). Credentials are secret; they come from the environment locally and from one
+//! Secrets Manager secret in Lambda, and never appear in `Debug` output or logs.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a setting or credential could not be used. Every variant names the variable and the rule.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{var} is required but not set")]
+    Missing { var: &'static str },
+    #[error("{var}={value:?} is invalid: {rule}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+}
+
+/// A secret string. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+/// How the worker authenticates to Prefect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrefectAuth {
+    /// An open self-hosted server.
+    None,
+    /// Prefect Cloud: `Authorization: Bearer <key>`; the container gets `PREFECT_API_KEY`.
+    ApiKey(Secret),
+    /// A self-hosted server with basic auth (`user:pass`): `Authorization: Basic …`; the
+    /// container gets `PREFECT_API_AUTH_STRING`.
+    AuthString(Secret),
+}
+
+impl PrefectAuth {
+    /// Prefect's own rule: when both are set, the auth string wins.
+    pub fn from_parts(api_key: Option<String>, auth_string: Option<String>) -> Self {
+        match (
+            auth_string.filter(|s| !s.is_empty()),
+            api_key.filter(|s| !s.is_empty()),
+        ) {
+            (Some(auth), _) => PrefectAuth::AuthString(Secret::new(auth)),
+            (None, Some(key)) => PrefectAuth::ApiKey(Secret::new(key)),
+            (None, None) => PrefectAuth::None,
+        }
+    }
+
+    /// The environment variable and value the flow-run container needs to reach Prefect.
+    pub fn container_env(&self) -> Option<(&'static str, &str)> {
+        match self {
+            PrefectAuth::None => None,
+            PrefectAuth::ApiKey(key) => Some(("PREFECT_API_KEY", key.expose())),
+            PrefectAuth::AuthString(auth) => Some(("PREFECT_API_AUTH_STRING", auth.expose())),
+        }
+    }
+}
+
+/// Everything secret the worker holds.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub prefect: PrefectAuth,
+    pub northflank_token: Secret,
+    /// The shared token Northflank sends in `X-Northflank-Notification-Integration-Token`.
+    pub webhook_token: Secret,
+}
+
+impl Credentials {
+    /// Reads `PREFECT_API_KEY` / `PREFECT_API_AUTH_STRING`, `NORTHFLANK_API_TOKEN` and
+    /// `PFNF_WEBHOOK_TOKEN`.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |var: &'static str| {
+            get(var)
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+                .ok_or(ConfigError::Missing { var })
+        };
+        Ok(Credentials {
+            prefect: PrefectAuth::from_parts(
+                get("PREFECT_API_KEY"),
+                get("PREFECT_API_AUTH_STRING"),
+            ),
+            northflank_token: required("NORTHFLANK_API_TOKEN")?,
+            webhook_token: required("PFNF_WEBHOOK_TOKEN")?,
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&env_var)
+    }
+}
+
+/// Non-secret settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `PREFECT_API_URL`, e.g. `http://127.0.0.1:4200/api` or a Prefect Cloud workspace URL.
+    pub prefect_api_url: String,
+    /// `PFNF_WORK_POOL`.
+    pub work_pool: String,
+    /// `PFNF_WORK_QUEUES`, comma-separated; empty means every queue of the pool.
+    pub work_queues: Vec<String>,
+    /// `PFNF_WORKER_NAME`: one stable name shared by every invocation, so the UI shows one worker.
+    pub worker_name: String,
+    /// `PFNF_POLL_INTERVAL` seconds between polls inside one dispatch invocation (default 10).
+    pub poll_interval: Duration,
+    /// `PFNF_POLL_WINDOW` seconds one dispatch invocation keeps polling (default 50; 0 = one poll).
+    pub poll_window: Duration,
+    /// `PFNF_PREFETCH` seconds: runs scheduled up to this far ahead are claimed (default 10).
+    pub prefetch: Duration,
+    /// `PFNF_HEARTBEAT_INTERVAL` seconds: how often heartbeats really happen, i.e. the schedule
+    /// period in Lambda (default 60). Prefect shows the worker ONLINE for three times this.
+    pub heartbeat_interval: Duration,
+    /// `PFNF_MAX_CONCURRENCY`: flow runs submitted at once by one invocation (default 10).
+    pub max_concurrency: usize,
+    /// `PFNF_POLL_LIMIT`: the most runs taken from one poll (default 50).
+    pub poll_limit: u32,
+    /// `NORTHFLANK_API_URL` (default `https://api.northflank.com`).
+    pub northflank_api_url: String,
+    /// `PFNF_WEBHOOK_MAX_BODY` bytes: larger webhook bodies are refused (default 262144).
+    pub webhook_max_body: usize,
+    /// `PFNF_RETRY_BASE_MS`: the first retry delay of both API clients (default 2000, doubling).
+    pub retry_base: Duration,
+}
+
+impl Settings {
+    /// Defaults for everything but the two required values.
+    pub fn new(prefect_api_url: impl Into<String>, work_pool: impl Into<String>) -> Self {
+        Settings {
+            prefect_api_url: prefect_api_url.into().trim_end_matches('/').to_string(),
+            work_pool: work_pool.into(),
+            work_queues: Vec::new(),
+            worker_name: "prefect-nf".to_string(),
+            poll_interval: Duration::from_secs(10),
+            poll_window: Duration::from_secs(50),
+            prefetch: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(60),
+            max_concurrency: 10,
+            poll_limit: 50,
+            northflank_api_url: "https://api.northflank.com".to_string(),
+            webhook_max_body: 256 * 1024,
+            retry_base: Duration::from_secs(2),
+        }
+    }
+
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let api = get("PREFECT_API_URL")
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing {
+                var: "PREFECT_API_URL",
+            })?;
+        if !(api.starts_with("http://") || api.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                var: "PREFECT_API_URL",
+                value: api,
+                rule: "must start with http:// or https://",
+            });
+        }
+        let pool = get("PFNF_WORK_POOL")
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing {
+                var: "PFNF_WORK_POOL",
+            })?;
+        let mut s = Settings::new(api, pool);
+        if let Some(q) = get("PFNF_WORK_QUEUES") {
+            s.work_queues = q
+                .split(',')
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(name) = get("PFNF_WORKER_NAME").filter(|v| !v.is_empty()) {
+            if name.contains('/') || name.contains('%') {
+                return Err(ConfigError::Invalid {
+                    var: "PFNF_WORKER_NAME",
+                    value: name,
+                    rule: "Prefect worker names cannot contain '/' or '%'",
+                });
+            }
+            s.worker_name = name;
+        }
+        let secs = |var| seconds(get, var);
+        if let Some(d) = secs("PFNF_POLL_INTERVAL")? {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    var: "PFNF_POLL_INTERVAL",
+                    value: "0".into(),
+                    rule: "must be greater than 0",
+                });
+            }
+            s.poll_interval = d;
+        }
+        if let Some(d) = secs("PFNF_POLL_WINDOW")? {
+            s.poll_window = d;
+        }
+        if let Some(d) = secs("PFNF_PREFETCH")? {
+            s.prefetch = d;
+        }
+        if let Some(d) = secs("PFNF_HEARTBEAT_INTERVAL")? {
+            s.heartbeat_interval = d.max(Duration::from_secs(1));
+        }
+        if let Some(n) = number(get, "PFNF_MAX_CONCURRENCY")? {
+            s.max_concurrency = n.max(1) as usize;
+        }
+        if let Some(n) = number(get, "PFNF_POLL_LIMIT")? {
+            s.poll_limit = n.clamp(1, 200) as u32;
+        }
+        if let Some(url) = get("NORTHFLANK_API_URL").filter(|v| !v.is_empty()) {
+            s.northflank_api_url = url.trim_end_matches('/').to_string();
+        }
+        if let Some(n) = number(get, "PFNF_WEBHOOK_MAX_BODY")? {
+            s.webhook_max_body = n as usize;
+        }
+        if let Some(n) = number(get, "PFNF_RETRY_BASE_MS")? {
+            s.retry_base = Duration::from_millis(n);
+        }
+        Ok(s)
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&env_var)
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn number(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<u64>, ConfigError> {
+    match get(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                var,
+                value: v,
+                rule: "must be a whole number",
+            }),
+    }
+}
+
+fn seconds(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<Duration>, ConfigError> {
+    match get(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(Some(Duration::from_secs_f64(x))),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                rule: "must be a non-negative number of seconds",
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn settings_defaults_and_overrides() {
+        let s = Settings::from_lookup(&lookup(&[
+            ("PREFECT_API_URL", "http://127.0.0.1:4200/api/"),
+            ("PFNF_WORK_POOL", "nf"),
+            ("PFNF_WORK_QUEUES", "a, b,,"),
+            ("PFNF_POLL_WINDOW", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.prefect_api_url, "http://127.0.0.1:4200/api");
+        assert_eq!(s.work_queues, vec!["a", "b"]);
+        assert_eq!(s.poll_window, Duration::ZERO);
+        assert_eq!(s.poll_interval, Duration::from_secs(10));
+        assert_eq!(s.northflank_api_url, "https://api.northflank.com");
+    }
+
+    #[test]
+    fn settings_errors_name_the_variable_and_rule() {
+        let err = Settings::from_lookup(&lookup(&[("PFNF_WORK_POOL", "nf")])).unwrap_err();
+        assert_eq!(err.to_string(), "PREFECT_API_URL is required but not set");
+        let err = Settings::from_lookup(&lookup(&[
+            ("PREFECT_API_URL", "http://x/api"),
+            ("PFNF_WORK_POOL", "nf"),
+            ("PFNF_POLL_INTERVAL", "ten"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PFNF_POLL_INTERVAL=\"ten\" is invalid: must be a non-negative number of seconds"
+        );
+        let err = Settings::from_lookup(&lookup(&[
+            ("PREFECT_API_URL", "http://x/api"),
+            ("PFNF_WORK_POOL", "nf"),
+            ("PFNF_WORKER_NAME", "a/b"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot contain '/'"));
+    }
+
+    #[test]
+    fn auth_string_wins_over_api_key_and_secrets_stay_hidden() {
+        let auth = PrefectAuth::from_parts(Some("pnu_key".into()), Some("admin:pw".into()));
+        assert_eq!(
+            auth.container_env(),
+            Some(("PREFECT_API_AUTH_STRING", "admin:pw"))
+        );
+        assert!(!format!("{auth:?}").contains("admin:pw"));
+        let creds = Credentials::from_lookup(&lookup(&[
+            ("NORTHFLANK_API_TOKEN", "nf-secret"),
+            ("PFNF_WEBHOOK_TOKEN", "hook-secret"),
+        ]))
+        .unwrap();
+        let shown = format!("{creds:?}");
+        assert!(!shown.contains("nf-secret") && !shown.contains("hook-secret"));
+        let err = Credentials::from_lookup(&lookup(&[("NORTHFLANK_API_TOKEN", "x")])).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                var: "PFNF_WEBHOOK_TOKEN"
+            }
+        );
+    }
+}

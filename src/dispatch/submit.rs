@@ -1,0 +1,423 @@
+//! Claiming and submitting one flow run, in the Python worker's order
+//! (prefect-worker-protocol.md §14.3): deployment, PENDING claim, flow, render, labels,
+//! `Submitting`, Northflank job and run, `infrastructure_pid`. After a won claim, every failure
+//! ends in a state (Crashed, or back to Scheduled when Northflank is only rate limiting), and a
+//! job that was written for an abandoned run is deleted.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::ids::InfrastructurePid;
+use crate::northflank::launch::{Launch, launch};
+use crate::northflank::{NorthflankClient, NorthflankError};
+use crate::prefect::PrefectError;
+use crate::prefect::logs::RunLog;
+use crate::prefect::models::{Deployment, FlowRun, WorkPool, WorkerFlowRun};
+use crate::prefect::states::{Claim, Proposal, interpret_claim};
+use crate::render::{RenderError, Rendered, RunFacts};
+use crate::worker::Worker;
+
+/// How a flow run's submission ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SubmitOutcome {
+    /// A Northflank job run exists for it (`adopted`: it already existed and was reused).
+    Submitted { pid: String, adopted: bool },
+    /// Another worker owns it, or the server substituted another state.
+    NotClaimed { reason: String },
+    /// Its deployment is gone; the run was cancelled as the Python worker does.
+    Cancelled { reason: String },
+    /// Claimed, then failed: proposed Crashed.
+    Crashed { reason: String },
+    /// Claimed, then Northflank's rate limit ran past the deadline: back to Scheduled.
+    Rescheduled { reason: String },
+    /// Failed before the claim; nothing changed and the next poll tries again.
+    Failed { error: String },
+}
+
+/// What went wrong after the claim.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Prefect(#[from] PrefectError),
+    #[error("{}", .error.user_message())]
+    Northflank {
+        error: NorthflankError,
+        /// The job written for this run, to delete if the run is abandoned.
+        written: Option<Box<WrittenJob>>,
+    },
+}
+
+/// A job written for a submission, with the client that can delete it.
+#[derive(Debug)]
+pub struct WrittenJob {
+    pub client: NorthflankClient,
+    pub project: String,
+    pub job: String,
+}
+
+pub async fn submit(worker: &Worker, pool: &WorkPool, entry: &WorkerFlowRun) -> SubmitOutcome {
+    let run = &entry.flow_run;
+    let mut log = RunLog::new(run.id);
+    log.info(format!(
+        "Worker '{}' submitting flow run '{}'",
+        worker.settings.worker_name, run.id
+    ));
+    let outcome = claim_and_launch(worker, pool, run, &mut log).await;
+    tracing::info!(flow_run_id = %run.id, outcome = ?outcome, "submission finished");
+    flush(worker, &mut log).await;
+    outcome
+}
+
+pub(crate) async fn flush(worker: &Worker, log: &mut RunLog) {
+    if let Err(e) = worker.prefect.send_logs(&log.take()).await {
+        tracing::warn!(flow_run_id = %log.flow_run_id(), error = %e, "could not send worker logs to Prefect");
+    }
+}
+
+async fn claim_and_launch(
+    worker: &Worker,
+    pool: &WorkPool,
+    run: &FlowRun,
+    log: &mut RunLog,
+) -> SubmitOutcome {
+    let Some(deployment_id) = run.deployment_id else {
+        return SubmitOutcome::NotClaimed {
+            reason: "the flow run has no deployment".into(),
+        };
+    };
+    let deployment = match worker.prefect.read_deployment(deployment_id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return cancel_orphan(worker, run, deployment_id, log).await,
+        Err(e) => {
+            return SubmitOutcome::Failed {
+                error: e.to_string(),
+            };
+        }
+    };
+    let claimed_at = match claim(worker, run, log).await {
+        Ok(at) => at,
+        Err(outcome) => return outcome,
+    };
+    match launch_claimed(worker, pool, run, &deployment, claimed_at, false, log).await {
+        Ok((pid, adopted)) => SubmitOutcome::Submitted {
+            pid: pid.to_string(),
+            adopted,
+        },
+        Err(e) => abandon(worker, run, e, log).await,
+    }
+}
+
+async fn cancel_orphan(
+    worker: &Worker,
+    run: &FlowRun,
+    deployment: uuid::Uuid,
+    log: &mut RunLog,
+) -> SubmitOutcome {
+    let reason = format!("Deployment {deployment} no longer exists, cancelled run.");
+    log.warn(reason.clone());
+    match worker
+        .prefect
+        .set_state(
+            run.id,
+            &Proposal::cancelled_from(run.state.as_ref(), &reason),
+        )
+        .await
+    {
+        Ok(_) => SubmitOutcome::Cancelled { reason },
+        Err(e) => SubmitOutcome::Failed {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Proposes PENDING until the server answers something other than WAIT (bounded), returning
+/// the claim's time on the server's clock.
+async fn claim(
+    worker: &Worker,
+    run: &FlowRun,
+    log: &mut RunLog,
+) -> Result<DateTime<Utc>, SubmitOutcome> {
+    for _ in 0..3 {
+        let proposal = Proposal::pending();
+        let result = worker
+            .prefect
+            .set_state(run.id, &proposal)
+            .await
+            .map_err(|e| SubmitOutcome::Failed {
+                error: format!("Failed to update state of flow run '{}': {e}", run.id),
+            })?;
+        match interpret_claim(&result, proposal.transition_id, &run.id.to_string()) {
+            Claim::Stale => {
+                return Err(undo_stale_claim(worker, run, proposal.transition_id, log).await);
+            }
+            Claim::Won => {
+                return Ok(result
+                    .state
+                    .and_then(|s| s.timestamp)
+                    .unwrap_or_else(Utc::now));
+            }
+            Claim::Lost(reason) => {
+                log.info(reason.clone());
+                return Err(SubmitOutcome::NotClaimed { reason });
+            }
+            Claim::Wait(delay) => tokio::time::sleep(delay).await,
+        }
+    }
+    Err(SubmitOutcome::NotClaimed {
+        reason: "the server kept asking to wait".into(),
+    })
+}
+
+/// Puts back the state our PENDING replaced, so that a run that had already finished (or been
+/// cancelled) is neither regressed nor executed twice.
+async fn undo_stale_claim(
+    worker: &Worker,
+    run: &FlowRun,
+    ours: uuid::Uuid,
+    log: &mut RunLog,
+) -> SubmitOutcome {
+    let ours = ours.to_string();
+    let restored = async {
+        let states = worker.prefect.flow_run_states(run.id).await?;
+        let mine = states
+            .iter()
+            .rposition(|s| s.transition_id() == Some(ours.as_str()));
+        let previous = mine
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| states.get(i))
+            .cloned();
+        match previous {
+            Some(previous) => {
+                worker
+                    .prefect
+                    .set_state(run.id, &Proposal::restore(&previous))
+                    .await?;
+                Ok::<_, PrefectError>(Some(previous))
+            }
+            None => Ok(None),
+        }
+    };
+    let reason = match restored.await {
+        Ok(Some(previous)) => format!(
+            "Flow run '{}' had already left Scheduled (it was {:?}) when this worker claimed it; that state was restored and the run was not submitted again",
+            run.id, previous.kind
+        ),
+        Ok(None) => format!(
+            "Flow run '{}' had already left Scheduled when this worker claimed it; its previous state could not be found",
+            run.id
+        ),
+        Err(e) => format!(
+            "Flow run '{}' had already left Scheduled when this worker claimed it, and restoring its state failed: {e}",
+            run.id
+        ),
+    };
+    log.warn(reason.clone());
+    SubmitOutcome::NotClaimed { reason }
+}
+
+/// Everything after the claim. `look_first` resumes a submission that may have started a run.
+pub async fn launch_claimed(
+    worker: &Worker,
+    pool: &WorkPool,
+    run: &FlowRun,
+    deployment: &Deployment,
+    claimed_at: DateTime<Utc>,
+    look_first: bool,
+    log: &mut RunLog,
+) -> Result<(InfrastructurePid, bool), SubmitError> {
+    let prefect = &worker.prefect;
+    let flow = prefect.read_flow(run.flow_id).await?;
+    let config = crate::render::resolve_configuration(
+        &pool.base_job_template,
+        &deployment.job_variables,
+        &run.job_variables,
+        prefect,
+        &|name| std::env::var(name).ok(),
+    )
+    .await?;
+    let facts = RunFacts {
+        flow_run_id: run.id,
+        flow_run_name: run.name.clone(),
+        flow_id: flow.id,
+        flow_name: flow.name.clone(),
+        deployment_id: Some(deployment.id),
+        deployment_name: Some(deployment.name.clone()),
+        worker_name: worker.settings.worker_name.clone(),
+        api_url: worker.settings.prefect_api_url.clone(),
+        auth: worker.credentials.prefect.clone(),
+    };
+    let rendered = crate::render::to_northflank(&config, &facts)?;
+    for warning in &rendered.warnings {
+        log.warn(warning.clone());
+    }
+    // Labels are informational; a busy server must not crash the run over them.
+    if let Err(e) = prefect.update_labels(run.id, &labels(worker, pool)).await {
+        log.warn(format!(
+            "Could not set the worker labels on flow run '{}': {e}",
+            run.id
+        ));
+    }
+    // The 3.9 sub-state; older servers abort it, which changes nothing for us.
+    if let Err(e) = prefect.set_state(run.id, &Proposal::submitting()).await {
+        tracing::debug!(flow_run_id = %run.id, error = %e, "could not propose Submitting");
+    }
+    let nf = northflank_for(worker, &rendered)?;
+    let launched = launch(
+        &nf,
+        &Launch {
+            project: &rendered.project_id,
+            job_name: rendered.job_name,
+            create_job: &rendered.create_job,
+            start_run: &rendered.start_run,
+            claimed_at,
+            look_first,
+        },
+    )
+    .await
+    .map_err(|e| SubmitError::Northflank {
+        written: e.job_written.then(|| {
+            Box::new(WrittenJob {
+                client: nf.clone(),
+                project: rendered.project_id.clone(),
+                job: rendered.job_name.to_string(),
+            })
+        }),
+        error: e.source,
+    })?;
+    let pid = InfrastructurePid {
+        project: rendered.project_id.clone(),
+        job: launched.job.clone(),
+        run: launched.run.clone(),
+        keep_job: !rendered.cleanup_job,
+    };
+    if let Err(e) = prefect
+        .set_infrastructure_pid(run.id, &pid.to_string())
+        .await
+    {
+        log.warn(format!(
+            "An error occurred while setting the `infrastructure_pid` on flow run '{}': {e}. The webhook will rely on the job name.",
+            run.id
+        ));
+    }
+    log.info(format!(
+        "Flow run '{}' submitted to infrastructure",
+        run.name
+    ));
+    log.info(format!(
+        "Northflank job '{}' in project '{}' {} run '{}'",
+        launched.job,
+        rendered.project_id,
+        if launched.adopted {
+            "resumed its existing"
+        } else {
+            "started"
+        },
+        launched.run
+    ));
+    Ok((pid, launched.adopted))
+}
+
+fn labels(worker: &Worker, pool: &WorkPool) -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert(
+        "prefect.worker.name".into(),
+        json!(worker.settings.worker_name),
+    );
+    labels.insert("prefect.worker.type".into(), json!(crate::WORKER_TYPE));
+    labels.insert("prefect.work-pool.name".into(), json!(pool.name));
+    labels.insert("prefect.work-pool.id".into(), json!(pool.id));
+    labels
+}
+
+fn northflank_for(worker: &Worker, rendered: &Rendered) -> Result<NorthflankClient, SubmitError> {
+    match &rendered.credentials {
+        None => Ok(worker.northflank.clone()),
+        Some(c) => worker
+            .northflank
+            .with_token(c.base_url.as_deref(), c.api_token.clone())
+            .map_err(|error| SubmitError::Northflank {
+                error,
+                written: None,
+            }),
+    }
+}
+
+/// Ends a claimed run whose submission failed, and removes what was written for it.
+async fn abandon(
+    worker: &Worker,
+    run: &FlowRun,
+    error: SubmitError,
+    log: &mut RunLog,
+) -> SubmitOutcome {
+    if let SubmitError::Northflank {
+        written: Some(w), ..
+    } = &error
+    {
+        match w.client.delete_job(&w.project, &w.job).await {
+            Ok(()) => log.info(format!(
+                "Deleted Northflank job '{}', which was written for this submission",
+                w.job
+            )),
+            Err(e) => log.warn(format!("Could not delete Northflank job '{}': {e}", w.job)),
+        }
+    }
+    if let SubmitError::Northflank {
+        error: nf_error, ..
+    } = &error
+        && nf_error.is_rate_limited()
+    {
+        let wait = crate::retry::Transient::retry_after(nf_error)
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let reason = format!(
+            "Northflank's API rate limit is exhausted; the flow run will be submitted again after {}s",
+            wait.as_secs()
+        );
+        log.warn(reason.clone());
+        let at =
+            Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+        let proposal = Proposal::awaiting_retry(at, &reason);
+        if worker.prefect.set_state(run.id, &proposal).await.is_ok() {
+            return SubmitOutcome::Rescheduled { reason };
+        }
+    }
+    let message = format!("Failed to submit flow run to infrastructure: {error}");
+    log.error(format!(
+        "Failed to submit flow run '{}' to infrastructure.",
+        run.name
+    ));
+    crash(worker, run, &message, log).await;
+    SubmitOutcome::Crashed { reason: message }
+}
+
+pub(crate) async fn crash(worker: &Worker, run: &FlowRun, message: &str, log: &mut RunLog) {
+    match worker
+        .prefect
+        .set_state(run.id, &Proposal::crashed(message))
+        .await
+    {
+        Ok(r)
+            if r.state
+                .as_ref()
+                .is_some_and(|s| s.kind == crate::prefect::models::StateType::Crashed) =>
+        {
+            log.info(format!(
+                "Reported flow run '{}' as crashed: {message}",
+                run.id
+            ));
+        }
+        Ok(r) => log.info(format!(
+            "Flow run '{}' was not marked Crashed: the server answered {:?} ({})",
+            run.id,
+            r.status,
+            r.reason().unwrap_or("no reason given")
+        )),
+        Err(e) => log.error(format!(
+            "Could not report flow run '{}' as crashed: {e}",
+            run.id
+        )),
+    }
+}

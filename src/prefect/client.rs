@@ -1,0 +1,474 @@
+//! The Prefect REST client: transport (auth, headers, retries, CSRF) and the calls a worker makes,
+//! exactly as `prefect-worker-protocol.md` describes them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::logs::LogEntry;
+use super::models::{
+    Deployment, Flow, FlowRun, OrchestrationResult, WorkPool, Worker, WorkerFlowRun,
+};
+use super::states::Proposal;
+use crate::config::PrefectAuth;
+use crate::ids::FlowRunId;
+use crate::retry::{RetryPolicy, Transient};
+
+/// The API version this worker speaks (Prefect 3.9.1's `SERVER_API_VERSION`).
+pub const API_VERSION: &str = "0.8.4";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrefectError {
+    #[error("Prefect API {method} {path} answered HTTP {status}: {detail}")]
+    Status {
+        method: Method,
+        path: String,
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("Prefect API {method} {path} could not be reached: {source}")]
+    Transport {
+        method: Method,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Prefect API {method} {path} returned a body we could not read: {source}")]
+    Decode {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("Prefect API URL {url:?} is invalid: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl PrefectError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PrefectError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_auth(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+}
+
+impl Transient for PrefectError {
+    /// Prefect's client retries 408, 429, 502 and 503, and transport failures.
+    fn is_transient(&self) -> bool {
+        match self {
+            PrefectError::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503),
+            PrefectError::Transport { source, .. } => !source.is_builder(),
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PrefectError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = PrefectError> = std::result::Result<T, E>;
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    auth: PrefectAuth,
+    worker_name: String,
+    policy: RetryPolicy,
+    requests: AtomicU64,
+    /// `(client id, token)` once a server has asked for CSRF tokens.
+    csrf: Mutex<Option<(Uuid, String)>>,
+}
+
+/// A cheap handle; clones share one connection pool and request counter.
+#[derive(Clone)]
+pub struct PrefectClient {
+    inner: Arc<Inner>,
+    deadline: Option<Instant>,
+}
+
+impl PrefectClient {
+    pub fn new(
+        api_url: &str,
+        auth: PrefectAuth,
+        worker_name: &str,
+        retry_base: Duration,
+    ) -> Result<Self> {
+        let base = crate::http::base_url(api_url).map_err(|reason| PrefectError::BadUrl {
+            url: api_url.to_string(),
+            reason,
+        })?;
+        Ok(PrefectClient {
+            inner: Arc::new(Inner {
+                http: crate::http::client().map_err(PrefectError::Client)?,
+                base,
+                auth,
+                worker_name: worker_name.to_string(),
+                policy: RetryPolicy::new(retry_base),
+                requests: AtomicU64::new(0),
+                csrf: Mutex::new(None),
+            }),
+            deadline: None,
+        })
+    }
+
+    /// The same client, with every call (retries included) bounded by `deadline`.
+    pub fn with_deadline(&self, deadline: Instant) -> Self {
+        PrefectClient {
+            inner: self.inner.clone(),
+            deadline: Some(deadline),
+        }
+    }
+
+    pub fn api_url(&self) -> &str {
+        self.inner.base.as_str().trim_end_matches('/')
+    }
+
+    /// Requests sent so far (retries included), for summaries and benchmarks.
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        crate::http::join(&self.inner.base, segments)
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let path = url.path().to_string();
+        let timeout = crate::http::timeout(self.deadline);
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(timeout)
+            .header("X-PREFECT-API-VERSION", API_VERSION)
+            .header("X-Prefect-Worker-Name", &self.inner.worker_name);
+        req = match &self.inner.auth {
+            PrefectAuth::None => req,
+            PrefectAuth::ApiKey(key) => req.bearer_auth(key.expose()),
+            PrefectAuth::AuthString(auth) => {
+                let (user, pass) = auth.expose().split_once(':').unwrap_or((auth.expose(), ""));
+                req.basic_auth(user, Some(pass))
+            }
+        };
+        if *method != Method::GET
+            && let Some((client, token)) = self.inner.csrf.lock().await.as_ref()
+        {
+            req = req
+                .header("Prefect-Csrf-Token", token)
+                .header("Prefect-Csrf-Client", client.to_string());
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let transport = |source| PrefectError::Transport {
+            method: method.clone(),
+            path: path.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let retry_after = crate::http::retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        if status.is_success() {
+            return Ok((status, bytes));
+        }
+        Err(PrefectError::Status {
+            method: method.clone(),
+            path,
+            status: status.as_u16(),
+            detail: detail(&bytes),
+            retry_after,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        self.send_url(method, self.url(segments), body).await
+    }
+
+    async fn send_url(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let attempt = || {
+            self.inner
+                .policy
+                .run(self.deadline, || self.send_once(&method, &url, body))
+        };
+        match attempt().await {
+            Err(PrefectError::Status {
+                status: 403,
+                ref detail,
+                ..
+            }) if detail.contains("CSRF") => {
+                self.refresh_csrf().await?;
+                attempt().await
+            }
+            other => other,
+        }
+    }
+
+    /// Servers with CSRF protection hand out a token per client id; a 403 mentioning CSRF means
+    /// ours is missing or expired.
+    async fn refresh_csrf(&self) -> Result<()> {
+        let client = Uuid::new_v4();
+        let mut url = self.url(&["csrf-token"]);
+        url.query_pairs_mut()
+            .append_pair("client", &client.to_string());
+        let (_, bytes) = self
+            .inner
+            .policy
+            .run(self.deadline, || self.send_once(&Method::GET, &url, None))
+            .await?;
+        let token: Value = decode(&Method::GET, "/csrf-token", &bytes)?;
+        let token = token
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        *self.inner.csrf.lock().await = Some((client, token));
+        Ok(())
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let (_, bytes) = self.send(method.clone(), segments, body).await?;
+        decode(&method, &segments.join("/"), &bytes)
+    }
+
+    /// A GET where 404 means "there is none".
+    async fn optional<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Option<T>> {
+        self.optional_url(self.url(segments)).await
+    }
+
+    async fn optional_url<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>> {
+        let path = url.path().to_string();
+        match self.send_url(Method::GET, url, None).await {
+            Ok((_, bytes)) => decode(&Method::GET, &path, &bytes).map(Some),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A block document's `data`, secrets included (Prefect's templating needs the real values).
+    async fn block_data(&self, segments: &[&str]) -> Result<Option<Value>> {
+        let mut url = self.url(segments);
+        url.query_pairs_mut().append_pair("include_secrets", "true");
+        let doc: Option<Value> = self.optional_url(url).await?;
+        Ok(doc.map(|mut d| d["data"].take()))
+    }
+
+    pub async fn read_work_pool(&self, pool: &str) -> Result<Option<WorkPool>> {
+        self.optional(&["work_pools", pool]).await
+    }
+
+    pub async fn create_work_pool(&self, body: &Value) -> Result<WorkPool> {
+        self.json(Method::POST, &["work_pools", ""], Some(body))
+            .await
+    }
+
+    pub async fn update_work_pool(&self, pool: &str, body: &Value) -> Result<()> {
+        self.send(Method::PATCH, &["work_pools", pool], Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// Marks the worker ONLINE (for three intervals) and the pool READY. The interval must be the
+    /// real one, or the UI shows the worker flapping.
+    pub async fn heartbeat(&self, pool: &str, interval: Duration) -> Result<()> {
+        let body = json!({"name": self.inner.worker_name, "heartbeat_interval_seconds": interval.as_secs().max(1)});
+        self.send(
+            Method::POST,
+            &["work_pools", pool, "workers", "heartbeat"],
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn workers(&self, pool: &str) -> Result<Vec<Worker>> {
+        self.json(
+            Method::POST,
+            &["work_pools", pool, "workers", "filter"],
+            Some(&json!({})),
+        )
+        .await
+    }
+
+    /// Polling also marks the polled queues and their deployments READY for 60 s.
+    pub async fn scheduled_flow_runs(
+        &self,
+        pool: &str,
+        queues: &[String],
+        scheduled_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<WorkerFlowRun>> {
+        let body = json!({"work_queue_names": queues, "scheduled_before": scheduled_before.to_rfc3339(), "limit": limit});
+        self.json(
+            Method::POST,
+            &["work_pools", pool, "get_scheduled_flow_runs"],
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn read_deployment(&self, id: Uuid) -> Result<Option<Deployment>> {
+        self.optional(&["deployments", &id.to_string()]).await
+    }
+
+    pub async fn read_flow(&self, id: Uuid) -> Result<Flow> {
+        self.json(Method::GET, &["flows", &id.to_string()], None)
+            .await
+    }
+
+    pub async fn read_flow_run(&self, id: FlowRunId) -> Result<Option<FlowRun>> {
+        self.optional(&["flow_runs", &id.to_string()]).await
+    }
+
+    pub async fn filter_flow_runs(&self, body: &Value) -> Result<Vec<FlowRun>> {
+        self.json(Method::POST, &["flow_runs", "filter"], Some(body))
+            .await
+    }
+
+    /// Every state the flow run has had, oldest first.
+    pub async fn flow_run_states(&self, id: FlowRunId) -> Result<Vec<super::models::State>> {
+        let mut url = self.url(&["flow_run_states", ""]);
+        url.query_pairs_mut()
+            .append_pair("flow_run_id", &id.to_string());
+        let (_, bytes) = self.send_url(Method::GET, url, None).await?;
+        let mut states: Vec<super::models::State> =
+            decode(&Method::GET, "/flow_run_states/", &bytes)?;
+        states.sort_by_key(|s| s.timestamp);
+        Ok(states)
+    }
+
+    pub async fn set_state(
+        &self,
+        id: FlowRunId,
+        proposal: &Proposal,
+    ) -> Result<OrchestrationResult> {
+        self.json(
+            Method::POST,
+            &["flow_runs", &id.to_string(), "set_state"],
+            Some(&proposal.body),
+        )
+        .await
+    }
+
+    pub async fn set_infrastructure_pid(&self, id: FlowRunId, pid: &str) -> Result<()> {
+        let body = json!({"infrastructure_pid": pid});
+        self.send(Method::PATCH, &["flow_runs", &id.to_string()], Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Merges `labels` into the flow run's labels.
+    pub async fn update_labels(&self, id: FlowRunId, labels: &Map<String, Value>) -> Result<()> {
+        let body = Value::Object(labels.clone());
+        self.send(
+            Method::PATCH,
+            &["flow_runs", &id.to_string(), "labels"],
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn send_logs(&self, entries: &[LogEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_value(entries).unwrap_or(Value::Null);
+        self.send(Method::POST, &["logs", ""], Some(&body))
+            .await
+            .map(drop)
+    }
+}
+
+/// Block and variable placeholders in job templates are resolved through the API.
+impl prefect_templating::Lookup for PrefectClient {
+    async fn block_document_by_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<Value>, prefect_templating::LookupError> {
+        self.block_data(&["block_documents", id])
+            .await
+            .map_err(prefect_templating::LookupError::new)
+    }
+
+    async fn block_document_by_name(
+        &self,
+        slug: &str,
+        name: &str,
+    ) -> Result<Option<Value>, prefect_templating::LookupError> {
+        self.block_data(&["block_types", "slug", slug, "block_documents", "name", name])
+            .await
+            .map_err(prefect_templating::LookupError::new)
+    }
+
+    async fn variable(&self, name: &str) -> Result<Option<Value>, prefect_templating::LookupError> {
+        let var: Option<Value> = self
+            .optional(&["variables", "name", name])
+            .await
+            .map_err(prefect_templating::LookupError::new)?;
+        Ok(var.map(|mut v| v["value"].take()))
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| PrefectError::Decode {
+        method: method.clone(),
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// Prefect errors carry `detail` (FastAPI) or `exception_message`; anything else is quoted.
+fn detail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let field = parsed
+        .as_ref()
+        .and_then(|v| v.get("detail").or_else(|| v.get("exception_message")));
+    match field {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => crate::http::excerpt(&other.to_string()),
+        None => crate::http::excerpt(&text),
+    }
+}

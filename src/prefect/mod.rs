@@ -1,0 +1,9 @@
+//! Prefect: the REST client, the objects it reads, the states it proposes and the worker's log
+//! messages.
+
+mod client;
+pub mod logs;
+pub mod models;
+pub mod states;
+
+pub use client::{API_VERSION, PrefectClient, PrefectError};

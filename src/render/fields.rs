@@ -1,0 +1,121 @@
+//! Typed reads of a resolved job configuration, each failure naming the variable, the value and
+//! the rule, so the message in the flow run's logs tells the user what to change.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::RenderError;
+
+pub(super) struct Fields<'a>(pub &'a Map<String, Value>);
+
+fn invalid(key: &str, value: &Value, rule: impl Into<String>) -> RenderError {
+    RenderError::Invalid {
+        variable: key.to_string(),
+        value: crate::http::excerpt(&value.to_string()),
+        rule: rule.into(),
+    }
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A string; an empty string counts as unset, as the Python worker's truthiness checks do.
+    pub fn string(&self, key: &str) -> Result<Option<String>, RenderError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(v) => Err(invalid(key, v, "must be a string")),
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, RenderError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            // Templated values arrive as strings when embedded; accept Python's spellings.
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
+                _ => Err(invalid(
+                    key,
+                    &Value::String(s.clone()),
+                    "must be true or false",
+                )),
+            },
+            Some(v) => Err(invalid(key, v, "must be true or false")),
+        }
+    }
+
+    /// A whole number in `min..=max`; `2.0` counts as `2` (pydantic does the same).
+    pub fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, RenderError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let n = match v {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            Some(_) => Err(invalid(key, v, format!("must be between {min} and {max}"))),
+            None => Err(invalid(key, v, "must be a whole number")),
+        }
+    }
+
+    pub fn string_list(&self, key: &str) -> Result<Vec<String>, RenderError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(invalid(key, other, "every item must be a string")),
+                })
+                .collect(),
+            Some(v) => Err(invalid(key, v, "must be a list of strings")),
+        }
+    }
+
+    /// An environment mapping with Prefect's coercion: values become Python `str()`, `null`
+    /// stays `None` (and later unsets the variable).
+    pub fn env(&self, key: &str) -> Result<BTreeMap<String, Option<String>>, RenderError> {
+        match self.get(key) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Object(map)) => Ok(map
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::Null => None,
+                        other => Some(prefect_templating::py_str(other)),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()),
+            Some(v) => Err(invalid(
+                key,
+                v,
+                "must be a mapping of variable names to values",
+            )),
+        }
+    }
+
+    pub fn object(&self, key: &str) -> Result<Option<Map<String, Value>>, RenderError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m.clone())),
+            Some(v) => Err(invalid(key, v, "must be a mapping")),
+        }
+    }
+}
+
+pub(super) fn invalid_value(key: &str, value: &str, rule: impl Into<String>) -> RenderError {
+    invalid(key, &Value::String(value.to_string()), rule)
+}

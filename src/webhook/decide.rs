@@ -1,0 +1,235 @@
+//! What to do about a flow run whose Northflank run has been read: a pure function of the
+//! facts, shared by the webhook and by reconciliation.
+//!
+//! Rules: a terminal Prefect state is final; a CANCELLING run whose container has stopped is
+//! Cancelled; a run still PENDING or RUNNING when its container has stopped never reported a
+//! final state, so it is Crashed; a concluded run's job is deleted when `cleanup_job` says so.
+//! Scheduled and Paused runs are left alone: their container legitimately stopped (rescheduled
+//! on SIGTERM, or suspended).
+
+use crate::northflank::models::{JobRun, RunStatus};
+use crate::prefect::models::StateType;
+
+/// The Northflank side, as one GET saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunView<'a> {
+    /// The job or the run no longer exists.
+    Gone,
+    Found(&'a JobRun),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts<'a> {
+    /// `None`: the flow run was deleted.
+    pub state: Option<StateType>,
+    pub run: RunView<'a>,
+    pub project: &'a str,
+    pub job: &'a str,
+    pub cleanup_job: bool,
+    /// The notification's event type, when a notification prompted this.
+    pub event: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    Crash(String),
+    Cancel(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Decision {
+    pub transition: Option<Transition>,
+    pub delete_job: bool,
+    /// A line for the flow run's logs.
+    pub note: Option<String>,
+}
+
+pub fn decide(f: &Facts) -> Decision {
+    let run = match f.run {
+        RunView::Gone => return gone(f),
+        RunView::Found(run) => run,
+    };
+    if !run.concluded {
+        let note = (f.event == Some("job-run:start"))
+            .then(|| format!("Northflank run '{}' of job '{}' started", run.id, f.job));
+        return Decision {
+            transition: None,
+            delete_job: false,
+            note,
+        };
+    }
+    let status = match &run.status {
+        RunStatus::Success => "SUCCESS".to_string(),
+        RunStatus::Failed => "FAILED".to_string(),
+        RunStatus::Running => "RUNNING".to_string(),
+        RunStatus::Other(s) => s.clone(),
+    };
+    let how = f.event.map(|e| format!(", event {e}")).unwrap_or_default();
+    let where_ = format!(
+        "Northflank run '{}' of job '{}' in project '{}'",
+        run.id, f.job, f.project
+    );
+    let transition = match f.state {
+        Some(StateType::Cancelling) => Some(Transition::Cancel(format!(
+            "Flow run was cancelled; {where_} has stopped (status {status}{how})."
+        ))),
+        Some(StateType::Pending | StateType::Running) if run.status == RunStatus::Success => {
+            Some(Transition::Crash(format!(
+                "{where_} finished successfully, but the flow run never reported a final state. Check that the job's command runs the flow (prefect flow-run execute)."
+            )))
+        }
+        Some(StateType::Pending | StateType::Running) => Some(Transition::Crash(format!(
+            "{where_} failed (status {status}{how}). Check the Northflank job's logs; the container may have run out of memory, failed to pull its image or exceeded its time limit."
+        ))),
+        _ => None,
+    };
+    Decision {
+        transition,
+        delete_job: f.cleanup_job,
+        note: Some(format!("{where_} concluded with status {status}")),
+    }
+}
+
+fn gone(f: &Facts) -> Decision {
+    let what = format!(
+        "Northflank job '{}' in project '{}' or its run no longer exists",
+        f.job, f.project
+    );
+    let transition = match f.state {
+        Some(StateType::Cancelling) => Some(Transition::Cancel(format!(
+            "Flow run was cancelled; {what}."
+        ))),
+        Some(StateType::Pending | StateType::Running) => Some(Transition::Crash(format!(
+            "{what}, but the flow run never reported a final state."
+        ))),
+        _ => None,
+    };
+    // The run is gone but the job may not be: deleting is harmless either way.
+    Decision {
+        transition,
+        delete_job: f.cleanup_job,
+        note: Some(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StateType::*;
+
+    fn run(concluded: bool, status: RunStatus) -> JobRun {
+        JobRun {
+            id: "r".into(),
+            run_name: None,
+            status,
+            concluded,
+            started_at: None,
+            concluded_at: None,
+        }
+    }
+
+    fn facts<'a>(state: Option<StateType>, run: RunView<'a>, cleanup: bool) -> Facts<'a> {
+        Facts {
+            state,
+            run,
+            project: "p",
+            job: "pf-j",
+            cleanup_job: cleanup,
+            event: None,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let ok = run(true, RunStatus::Success);
+        let failed = run(true, RunStatus::Failed);
+        let active = run(false, RunStatus::Running);
+        type Expect = (Option<&'static str>, bool);
+        let cases: Vec<(Option<StateType>, RunView, bool, Expect)> = vec![
+            (Some(Running), RunView::Found(&active), true, (None, false)),
+            (Some(Pending), RunView::Found(&active), true, (None, false)),
+            (Some(Completed), RunView::Found(&ok), true, (None, true)),
+            (Some(Completed), RunView::Found(&ok), false, (None, false)),
+            (
+                Some(Running),
+                RunView::Found(&ok),
+                true,
+                (Some("crash"), true),
+            ),
+            (
+                Some(Running),
+                RunView::Found(&failed),
+                true,
+                (Some("crash"), true),
+            ),
+            (
+                Some(Pending),
+                RunView::Found(&failed),
+                false,
+                (Some("crash"), false),
+            ),
+            (Some(Failed), RunView::Found(&failed), true, (None, true)),
+            (Some(Crashed), RunView::Found(&failed), true, (None, true)),
+            (Some(Cancelled), RunView::Found(&failed), true, (None, true)),
+            (
+                Some(Cancelling),
+                RunView::Found(&failed),
+                true,
+                (Some("cancel"), true),
+            ),
+            (
+                Some(Cancelling),
+                RunView::Found(&ok),
+                true,
+                (Some("cancel"), true),
+            ),
+            (
+                Some(Cancelling),
+                RunView::Found(&active),
+                true,
+                (None, false),
+            ),
+            (Some(Scheduled), RunView::Found(&failed), true, (None, true)),
+            (Some(Paused), RunView::Found(&ok), true, (None, true)),
+            (None, RunView::Found(&ok), true, (None, true)),
+            (Some(Running), RunView::Gone, true, (Some("crash"), true)),
+            (
+                Some(Cancelling),
+                RunView::Gone,
+                true,
+                (Some("cancel"), true),
+            ),
+            (Some(Completed), RunView::Gone, false, (None, false)),
+        ];
+        for (state, view, cleanup, (want, delete)) in cases {
+            let d = decide(&facts(state, view.clone(), cleanup));
+            let got = match d.transition {
+                Some(Transition::Crash(_)) => Some("crash"),
+                Some(Transition::Cancel(_)) => Some("cancel"),
+                None => None,
+            };
+            assert_eq!(
+                (got, d.delete_job),
+                (want, delete),
+                "{state:?} {view:?} cleanup={cleanup}"
+            );
+        }
+    }
+
+    #[test]
+    fn crash_message_names_the_job_and_run() {
+        let failed = run(true, RunStatus::Failed);
+        let mut f = facts(Some(Running), RunView::Found(&failed), true);
+        f.event = Some("job-run:failure");
+        match decide(&f).transition {
+            Some(Transition::Crash(m)) => {
+                assert!(
+                    m.contains("run 'r'") && m.contains("job 'pf-j'") && m.contains("project 'p'"),
+                    "{m}"
+                );
+                assert!(m.contains("job-run:failure"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Settling one flow run against its Northflank run: gather the facts (the flow run from Prefect,
+//! the run from one Northflank GET), decide, then act: the Prefect state first, the job cleanup
+//! second, so a failed cleanup never leaves a wrong state behind.
+
+use serde::Serialize;
+
+use super::decide::{Facts, RunView, Transition, decide};
+use crate::dispatch::submit::flush;
+use crate::ids::{FlowRunId, InfrastructurePid, JobName};
+use crate::northflank::NorthflankError;
+use crate::prefect::PrefectError;
+use crate::prefect::logs::RunLog;
+use crate::prefect::models::SetStateStatus;
+use crate::prefect::states::Proposal;
+use crate::worker::Worker;
+
+/// What a notification (or reconciliation) knows besides the flow run.
+#[derive(Clone, Debug, Default)]
+pub struct Hint {
+    pub project: Option<String>,
+    pub run: Option<String>,
+    pub event: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Settled {
+    pub flow_run_id: FlowRunId,
+    /// `none`, `crashed` or `cancelled`.
+    pub action: &'static str,
+    pub job_deleted: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error(transparent)]
+    Prefect(#[from] PrefectError),
+    #[error(transparent)]
+    Northflank(#[from] NorthflankError),
+}
+
+pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settled, SettleError> {
+    let flow_run = worker.prefect.read_flow_run(id).await?;
+    let job = JobName::for_flow_run(id).to_string();
+    let pid = flow_run
+        .as_ref()
+        .and_then(|r| r.infrastructure_pid.as_deref())
+        .and_then(|p| p.parse::<InfrastructurePid>().ok());
+    let cleanup_job = pid.as_ref().is_none_or(|p| !p.keep_job);
+    let settled = |action, job_deleted, detail: String| Settled {
+        flow_run_id: id,
+        action,
+        job_deleted,
+        detail,
+    };
+    let Some(project) = pid
+        .as_ref()
+        .map(|p| p.project.clone())
+        .or_else(|| hint.project.clone())
+    else {
+        return Ok(settled(
+            "none",
+            false,
+            "no Northflank project is known for this flow run yet".into(),
+        ));
+    };
+    let nf = &worker.northflank;
+    let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
+        Some(run) => Some(run),
+        None => nf
+            .list_runs(&project, &job)
+            .await?
+            .into_iter()
+            .max_by_key(|r| r.started_at)
+            .map(|r| r.id),
+    };
+    let run = match &run_id {
+        Some(run) => nf.get_run(&project, &job, run).await?,
+        None => None,
+    };
+    let state = flow_run.as_ref().and_then(|r| r.state.clone());
+    let decision = decide(&Facts {
+        state: state.as_ref().map(|s| s.kind),
+        run: run.as_ref().map_or(RunView::Gone, RunView::Found),
+        project: &project,
+        job: &job,
+        cleanup_job,
+        event: hint.event.as_deref(),
+    });
+
+    let mut log = RunLog::new(id);
+    if let Some(note) = &decision.note {
+        log.info(note.clone());
+    }
+    let mut action = "none";
+    if flow_run.is_some() {
+        let (proposal, name) = match &decision.transition {
+            Some(Transition::Crash(message)) => (Some(Proposal::crashed(message)), "crashed"),
+            Some(Transition::Cancel(message)) => (
+                Some(Proposal::cancelled_from(state.as_ref(), message)),
+                "cancelled",
+            ),
+            None => (None, "none"),
+        };
+        if let Some(proposal) = proposal {
+            let result = worker.prefect.set_state(id, &proposal).await?;
+            // ABORT (already terminal) and REJECT (cancelling) mean the server kept its state.
+            if result.status == SetStateStatus::Accept {
+                action = name;
+                let message = proposal.body["state"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                log.info(format!("Reported flow run '{id}' as {name}: {message}"));
+            }
+        }
+    }
+    let mut job_deleted = false;
+    if decision.delete_job {
+        nf.delete_job(&project, &job).await?;
+        job_deleted = true;
+        log.info(format!(
+            "Deleted Northflank job '{job}' in project '{project}'"
+        ));
+    }
+    if flow_run.is_some() {
+        flush(worker, &mut log).await;
+    }
+    tracing::info!(flow_run_id = %id, job = %job, run = ?run_id, action, job_deleted, "settled");
+    Ok(settled(
+        action,
+        job_deleted,
+        decision.note.unwrap_or_default(),
+    ))
+}

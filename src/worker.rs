@@ -1,0 +1,53 @@
+//! What both steps share: settings, credentials and the two API clients.
+
+use crate::config::{Credentials, Settings};
+use crate::northflank::{NorthflankClient, NorthflankError};
+use crate::prefect::{PrefectClient, PrefectError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Prefect(#[from] PrefectError),
+    #[error(transparent)]
+    Northflank(#[from] NorthflankError),
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub settings: Settings,
+    pub credentials: Credentials,
+    pub prefect: PrefectClient,
+    pub northflank: NorthflankClient,
+}
+
+impl Worker {
+    pub fn new(settings: Settings, credentials: Credentials) -> Result<Self, WorkerError> {
+        let prefect = PrefectClient::new(
+            &settings.prefect_api_url,
+            credentials.prefect.clone(),
+            &settings.worker_name,
+            settings.retry_base,
+        )?;
+        let northflank = NorthflankClient::new(
+            &settings.northflank_api_url,
+            credentials.northflank_token.clone(),
+            settings.retry_base,
+        )?;
+        Ok(Worker {
+            settings,
+            credentials,
+            prefect,
+            northflank,
+        })
+    }
+
+    /// The same worker with both clients bounded by `deadline`.
+    pub fn until(&self, deadline: tokio::time::Instant) -> Self {
+        Worker {
+            settings: self.settings.clone(),
+            credentials: self.credentials.clone(),
+            prefect: self.prefect.with_deadline(deadline),
+            northflank: self.northflank.with_deadline(deadline),
+        }
+    }
+}
