@@ -1,0 +1,82 @@
+# Shared by scripts/test, scripts/with-servers and scripts/demo. Source it; do not run it.
+#
+# Everything it installs goes into the project-local .venv; every server it starts listens on
+# 127.0.0.1 and is stopped when the calling script exits.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+UV_VERSION="0.9.30"
+RUN_DIR="${PFNF_RUN_DIR:-$ROOT/.tmp/run-$$}"
+PIDS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+# Creates .venv from the machine's python3 (uv cannot download interpreters here), installs the
+# pinned uv with pip, then the pinned tools with uv. Re-running is cheap.
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if [ "$("$VENV/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION" ]; then
+    log "installing uv $UV_VERSION"
+    "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION"
+  fi
+  local stamp="$VENV/.requirements.sha"
+  local want
+  want="$(cat "$ROOT/scripts/requirements.txt" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing Python tools (scripts/requirements.txt)"
+    "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -r "$ROOT/scripts/requirements.txt"
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until a URL answers 2xx, or fails after $2 seconds.
+wait_for() {
+  local url="$1" seconds="${2:-90}" i
+  for ((i = 0; i < seconds * 4; i++)); do
+    if curl -sf -o /dev/null "$url"; then return 0; fi
+    sleep 0.25
+  done
+  echo "timed out waiting for $url" >&2
+  return 1
+}
+
+# Starts `prefect server` on 127.0.0.1 with a fresh PREFECT_HOME (SQLite) and exports
+# PREFECT_API_URL. Args: port (default: a free one), "ui" to keep the UI on.
+start_prefect() {
+  local port="${1:-$(free_port)}" ui="${2:-}"
+  mkdir -p "$RUN_DIR"
+  local home="$RUN_DIR/prefect-home"
+  mkdir -p "$home"
+  log "starting prefect server on 127.0.0.1:$port (PREFECT_HOME=$home)"
+  PREFECT_HOME="$home" \
+  PREFECT_SERVER_ANALYTICS_ENABLED=false \
+  PREFECT_SERVER_UI_ENABLED="$([ "$ui" = ui ] && echo true || echo false)" \
+  PREFECT_API_URL= \
+    "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$RUN_DIR/prefect-server.log" 2>&1 &
+  PIDS+=("$!")
+  if ! wait_for "http://127.0.0.1:$port/api/health" 120; then
+    tail -50 "$RUN_DIR/prefect-server.log" >&2
+    return 1
+  fi
+  export PREFECT_API_URL="http://127.0.0.1:$port/api"
+  export PREFECT_HOME="$home"
+}

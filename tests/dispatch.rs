@@ -1,0 +1,178 @@
+//! Dispatch against the real Prefect server: racing dispatchers and liveness.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use helpers::TestApp;
+use prefect_nf::dispatch;
+use serde_json::{Value, json};
+
+/// 8c: three dispatchers racing over 50 scheduled runs make exactly 50 jobs and 50 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_dispatchers_submit_each_run_exactly_once() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(
+            app.flow_run(
+                deployment,
+                json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.5"}}),
+            )
+            .await,
+        );
+    }
+    // Each dispatcher polls for 20 s, taking per poll only as many runs as it has free slots.
+    let workers = ["dispatcher-a", "dispatcher-b", "dispatcher-c"].map(|name| {
+        let mut w = app.another_worker(name);
+        w.settings.poll_window = Duration::from_secs(20);
+        w
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let (a, b, c) = tokio::join!(
+        dispatch::invoke(&workers[0], deadline),
+        dispatch::invoke(&workers[1], deadline),
+        dispatch::invoke(&workers[2], deadline),
+    );
+    let summaries = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let submitted: u32 = summaries.iter().map(|s| s.submitted).sum();
+    let claimed: u32 = summaries.iter().map(|s| s.claimed).sum();
+    assert_eq!((submitted, claimed), (50, 50), "{summaries:#?}");
+
+    let counters = app.emulator.counters();
+    assert_eq!(counters.jobs_created, 50, "{counters:?}");
+    assert_eq!(counters.runs_started, 50, "{counters:?}");
+    // One started run per job, and one job per flow run (finished jobs are already deleted, so
+    // count from what the emulator received).
+    let starts: Vec<String> = app
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/runs") && r.status == 200)
+        .map(|r| r.path)
+        .collect();
+    let jobs: HashSet<&String> = starts.iter().collect();
+    assert_eq!((starts.len(), jobs.len()), (50, 50));
+    for id in &ids {
+        app.wait_for_state(*id, &["COMPLETED"], Duration::from_secs(60))
+            .await;
+    }
+    app.wait_until("all jobs deleted", Duration::from_secs(30), |a| {
+        a.jobs().is_empty()
+    })
+    .await;
+}
+
+/// 8f: after one invocation the pool is READY, the worker ONLINE, and the polled queue and
+/// deployment READY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_invocation_makes_the_pool_ready_and_the_worker_online() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    assert_eq!(
+        app.get(&format!("/work_pools/{}", app.pool)).await["status"],
+        "NOT_READY"
+    );
+
+    let summary = app.dispatch_once().await;
+    assert_eq!(summary.polls, 1);
+
+    assert_eq!(
+        app.get(&format!("/work_pools/{}", app.pool)).await["status"],
+        "READY"
+    );
+    let workers = app
+        .post(
+            &format!("/work_pools/{}/workers/filter", app.pool),
+            json!({}),
+        )
+        .await;
+    let ours: Vec<&Value> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == "prefect-nf-test")
+        .collect();
+    assert_eq!(ours.len(), 1, "{workers}");
+    assert_eq!(ours[0]["status"], "ONLINE");
+    assert_eq!(ours[0]["heartbeat_interval_seconds"], 60);
+    // Queue and deployment readiness are recorded by background tasks after the poll.
+    let queue = format!("/work_pools/{}/queues/default", app.pool);
+    let deployment = format!("/deployments/{deployment}");
+    for path in [queue, deployment] {
+        let mut status = Value::Null;
+        for _ in 0..40 {
+            status = app.get(&path).await["status"].clone();
+            if status == "READY" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(status, "READY", "{path}");
+    }
+}
+
+/// A missing pool is reported as a configuration error, not an HTTP status.
+#[tokio::test]
+async fn a_missing_pool_is_a_clear_error() {
+    let api = helpers::prefect_api_url();
+    let worker = helpers::worker_for(
+        &api,
+        "no-such-pool-for-prefect-nf",
+        "http://127.0.0.1:9",
+        "w",
+    );
+    let err = dispatch::invoke(
+        &worker,
+        tokio::time::Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "work pool 'no-such-pool-for-prefect-nf' does not exist; create it with `prefect-nf work-pool create`"
+    );
+}
+
+/// Prefect lets a finished run go back to PENDING. A claim made from a stale poll must not
+/// resurrect it: the finished state is restored and nothing is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_claim_restores_the_finished_state_and_submits_nothing() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.flow_run(deployment, json!({})).await;
+    let (pool, _) = dispatch::heartbeat(&app.worker).await.unwrap();
+    let polled = dispatch::poll(&app.worker, 10).await.unwrap();
+    assert_eq!(polled.len(), 1);
+
+    // Meanwhile, the run finishes elsewhere.
+    app.post(
+        &format!("/flow_runs/{id}/set_state"),
+        json!({"state": {"type": "COMPLETED", "name": "Completed"}, "force": true}),
+    )
+    .await;
+
+    let outcome = dispatch::submit(&app.worker, &pool, &polled[0]).await;
+    match &outcome {
+        dispatch::SubmitOutcome::NotClaimed { reason } => {
+            assert!(reason.contains("already left Scheduled"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.state_type(id).await, "COMPLETED");
+    assert!(
+        app.emulator
+            .counters()
+            .requests
+            .keys()
+            .all(|k| !k.contains("/jobs"))
+    );
+    assert!(
+        app.logs(id)
+            .await
+            .join("\n")
+            .contains("that state was restored")
+    );
+}
