@@ -59,24 +59,51 @@ wait_for() {
   return 1
 }
 
-# Starts `prefect server` on 127.0.0.1 with a fresh PREFECT_HOME (SQLite) and exports
-# PREFECT_API_URL. Args: port (default: a free one), "ui" to keep the UI on.
-start_prefect() {
-  local port="${1:-$(free_port)}" ui="${2:-}"
-  mkdir -p "$RUN_DIR"
-  local home="$RUN_DIR/prefect-home"
+# Launches `prefect server` on 127.0.0.1 in the background with its own PREFECT_HOME (SQLite).
+# Args: a name (for its folder and log), a port, then NAME=VALUE server settings. Prints nothing;
+# pair it with await_prefect.
+launch_prefect() {
+  local name="$1" port="$2"
+  shift 2
+  local home="$RUN_DIR/$name"
   mkdir -p "$home"
-  log "starting prefect server on 127.0.0.1:$port (PREFECT_HOME=$home)"
-  PREFECT_HOME="$home" \
-  PREFECT_SERVER_ANALYTICS_ENABLED=false \
-  PREFECT_SERVER_UI_ENABLED="$([ "$ui" = ui ] && echo true || echo false)" \
-  PREFECT_API_URL= \
-    "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$RUN_DIR/prefect-server.log" 2>&1 &
+  log "starting prefect server '$name' on 127.0.0.1:$port"
+  env PREFECT_HOME="$home" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_ENABLED=false \
+      PREFECT_API_URL= PREFECT_API_KEY= PREFECT_API_AUTH_STRING= "$@" \
+    "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$RUN_DIR/$name.log" 2>&1 &
   PIDS+=("$!")
-  if ! wait_for "http://127.0.0.1:$port/api/health" 120; then
-    tail -50 "$RUN_DIR/prefect-server.log" >&2
+}
+
+await_prefect() {
+  local name="$1" port="$2"
+  if ! wait_for "http://127.0.0.1:$port/api/health" 180; then
+    tail -50 "$RUN_DIR/$name.log" >&2
     return 1
   fi
+}
+
+# The server the tests and the demo use; exports PREFECT_API_URL and PREFECT_HOME.
+# Args: port (default: a free one), "ui" to keep the UI on.
+start_prefect() {
+  local port="${1:-$(free_port)}" ui="${2:-}"
+  launch_prefect prefect "$port" PREFECT_SERVER_UI_ENABLED="$([ "$ui" = ui ] && echo true || echo false)"
+  await_prefect prefect "$port"
   export PREFECT_API_URL="http://127.0.0.1:$port/api"
-  export PREFECT_HOME="$home"
+  export PREFECT_HOME="$RUN_DIR/prefect"
+}
+
+# The servers the test suite needs, started side by side: the open one (PREFECT_API_URL) and one
+# with basic auth and CSRF protection (PFNF_TEST_AUTH_API_URL, PFNF_TEST_AUTH_STRING).
+start_test_servers() {
+  local port auth_port
+  port="$(free_port)"
+  auth_port="$(free_port)"
+  local auth="admin:test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+  launch_prefect prefect "$port"
+  launch_prefect prefect-auth "$auth_port" PREFECT_SERVER_API_AUTH_STRING="$auth" \
+    PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true
+  await_prefect prefect "$port"
+  await_prefect prefect-auth "$auth_port"
+  export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_HOME="$RUN_DIR/prefect"
+  export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$auth_port/api" PFNF_TEST_AUTH_STRING="$auth"
 }

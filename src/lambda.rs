@@ -27,6 +27,13 @@ fn deadline(context_deadline_ms: u64) -> Instant {
     Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
 }
 
+/// The worker both functions run, from the environment.
+pub fn worker_from_env() -> Result<Worker, Error> {
+    let settings = crate::config::Settings::from_env()?;
+    let credentials = crate::config::Credentials::from_env()?;
+    Ok(Worker::new(settings, credentials)?)
+}
+
 /// The scheduled dispatch function.
 pub async fn dispatch(
     worker: &Worker,

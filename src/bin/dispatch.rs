@@ -1,15 +1,12 @@
 //! The scheduled dispatch Lambda: an EventBridge schedule fires it; see `prefect_nf::dispatch`.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use prefect_nf::{config, lambda, worker::Worker};
+use prefect_nf::lambda;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let worker = Worker::new(
-        config::Settings::from_env()?,
-        config::Credentials::from_env()?,
-    )?;
+    let worker = lambda::worker_from_env()?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
         lambda::dispatch(&worker, event)
     }))

@@ -37,6 +37,8 @@ pub struct Options {
     /// A Prefect API key for the worker (the test server is open and ignores it), to check
     /// where credentials travel.
     pub api_key: Option<String>,
+    /// Register our webhook with the emulator (off when a test delivers notifications itself).
+    pub register_webhook: bool,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             pool_variables: json!({}),
             worker_name: "prefect-nf-test".into(),
             api_key: None,
+            register_webhook: true,
         }
     }
 }
@@ -128,7 +131,9 @@ impl TestApp {
             http,
             stop_webhook: Some(stop_webhook),
         };
-        app.register_webhook().await;
+        if options.register_webhook {
+            app.register_webhook().await;
+        }
         app
     }
 

@@ -1,0 +1,102 @@
+//! The Lambda handlers, called in-process with real event payloads (the pattern the
+//! aws-lambda-rust-runtime README recommends), against the real Prefect server and the emulator.
+
+mod helpers;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use helpers::{Options, TestApp, WEBHOOK_TOKEN};
+use lambda_runtime::{Context, LambdaEvent};
+use prefect_nf::lambda;
+use serde_json::{Value, json};
+
+fn schedule_event(seconds_left: u64) -> LambdaEvent<EventBridgeEvent<Value>> {
+    let payload: EventBridgeEvent<Value> =
+        serde_json::from_str(include_str!("fixtures/eventbridge-schedule.json")).unwrap();
+    let mut context = Context::default();
+    context.request_id = "req-dispatch-1".into();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    context.deadline = now_ms + seconds_left * 1000;
+    LambdaEvent::new(payload, context)
+}
+
+/// A Function URL request (payload format 2.0) posting `body` to the webhook path.
+fn function_url_request(token: &str, body: &Value) -> lambda_http::Request {
+    let mut raw: Value =
+        serde_json::from_str(include_str!("fixtures/function-url-request.json")).unwrap();
+    raw["rawPath"] = json!("/northflank/webhook");
+    raw["rawQueryString"] = json!("");
+    raw["requestContext"]["http"]["method"] = json!("POST");
+    raw["requestContext"]["http"]["path"] = json!("/northflank/webhook");
+    raw["headers"]["content-type"] = json!("application/json");
+    raw["headers"]["x-northflank-notification-integration-token"] = json!(token);
+    raw["headers"]["x-northflank-notification-integration-event-type"] = json!(body["event"]);
+    raw["body"] = json!(body.to_string());
+    lambda_http::request::from_str(&raw.to_string()).expect("a valid Function URL request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatch_handler_runs_an_invocation_from_a_schedule_event() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app
+        .flow_run(deployment, json!({"env": {"NF_EMULATOR_SCRIPT": "hang"}}))
+        .await;
+
+    let summary = lambda::dispatch(&app.worker, schedule_event(60))
+        .await
+        .unwrap();
+    assert_eq!((summary.polls, summary.submitted), (1, 1), "{summary:?}");
+    assert!(
+        app.flow_run_json(id).await["infrastructure_pid"]
+            .as_str()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_handler_settles_a_function_url_request() {
+    let options = Options {
+        register_webhook: false,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(options).await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app
+        .flow_run(
+            deployment,
+            json!({"env": {"NF_EMULATOR_SCRIPT": "crash:0.1"}}),
+        )
+        .await;
+    assert_eq!(app.dispatch_once().await.submitted, 1);
+    let job = format!("pf-{id}");
+    app.wait_until("the Northflank run to fail", Duration::from_secs(10), |a| {
+        a.emulator
+            .snapshot()
+            .runs
+            .iter()
+            .any(|r| r.job_id == job && r.run.concluded)
+    })
+    .await;
+    let run = app.northflank_run(id).await;
+    let body = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
+
+    let refused = lambda::webhook(&app.worker, function_url_request("wrong", &body))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(app.state_type(id).await, "RUNNING");
+
+    let response = lambda::webhook(&app.worker, function_url_request(WEBHOOK_TOKEN, &body))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(answer["action"], "crashed", "{answer}");
+    assert_eq!(app.state_type(id).await, "CRASHED");
+    assert!(!app.jobs().contains(&job));
+}

@@ -1,0 +1,131 @@
+//! Settling flow runs whose Northflank runs stopped, through the emulator's real webhooks, and
+//! the cancellation of orphaned runs.
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{NF_TOKEN, Options, TestApp};
+use prefect_nf::dispatch::{self, SubmitOutcome};
+use serde_json::json;
+
+/// A run Prefect is cancelling, whose Northflank run is aborted: the `job-run:abort`
+/// notification makes it Cancelled, and the job is cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_cancelling_ends_cancelled() {
+    // No engine in the container: only the worker can settle the run.
+    let emulator = nf_emulator::Config {
+        report_to_prefect: false,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(Options {
+        emulator,
+        ..Default::default()
+    })
+    .await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app
+        .flow_run(deployment, json!({"env": {"NF_EMULATOR_SCRIPT": "hang"}}))
+        .await;
+    assert_eq!(app.dispatch_once().await.submitted, 1);
+
+    let cancelling = app
+        .post(
+            &format!("/flow_runs/{id}/set_state"),
+            json!({"state": {"type": "CANCELLING"}, "force": false}),
+        )
+        .await;
+    assert_eq!(cancelling["status"], "ACCEPT", "{cancelling}");
+    let job = format!("pf-{id}");
+    let run = app.northflank_run(id).await;
+    let aborted = app
+        .http
+        .delete(format!(
+            "{}/v1/projects/{}/jobs/{job}/runs/{run}",
+            app.emulator.base_url(),
+            app.project
+        ))
+        .bearer_auth(NF_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aborted.status(), 200);
+
+    let settled = app
+        .wait_for_state(id, &["CANCELLED"], Duration::from_secs(15))
+        .await;
+    let message = settled["state"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&run) && message.contains("job-run:abort"),
+        "{message}"
+    );
+    app.wait_until("the job to be deleted", Duration::from_secs(10), |a| {
+        !a.jobs().contains(&job)
+    })
+    .await;
+}
+
+/// A duplicate or late notification changes nothing: a terminal state is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_notification_leaves_a_terminal_state_alone() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({"cleanup_job": false})).await;
+    let id = app
+        .flow_run(
+            deployment,
+            json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.1"}}),
+        )
+        .await;
+    assert_eq!(app.dispatch_once().await.submitted, 1);
+    app.wait_for_state(id, &["COMPLETED"], Duration::from_secs(20))
+        .await;
+
+    // Replay a failure notification for the same run: the GET says SUCCESS, the state stays.
+    let job = format!("pf-{id}");
+    let run = app.northflank_run(id).await;
+    let body =
+        json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}}})
+            .to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        prefect_nf::webhook::TOKEN_HEADER,
+        helpers::WEBHOOK_TOKEN.parse().unwrap(),
+    );
+    for _ in 0..2 {
+        let r = prefect_nf::webhook::handle(&app.worker, &headers, body.as_bytes()).await;
+        assert_eq!(
+            (r.status, r.body["action"].as_str()),
+            (200, Some("none")),
+            "{:?}",
+            r.body
+        );
+    }
+    assert_eq!(app.state_type(id).await, "COMPLETED");
+}
+
+/// A polled run whose deployment is gone is cancelled with the Python worker's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_deployment_is_gone_is_cancelled() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.flow_run(deployment, json!({})).await;
+    let (pool, _) = dispatch::heartbeat(&app.worker).await.unwrap();
+    let mut polled = dispatch::poll(&app.worker, 10).await.unwrap();
+    assert_eq!(polled.len(), 1);
+    // The deployment disappears between the poll and the claim.
+    let missing = uuid::Uuid::new_v4();
+    polled[0].flow_run.deployment_id = Some(missing);
+
+    let outcome = dispatch::submit(&app.worker, &pool, &polled[0]).await;
+    let expected = format!("Deployment {missing} no longer exists, cancelled run.");
+    assert_eq!(
+        outcome,
+        SubmitOutcome::Cancelled {
+            reason: expected.clone()
+        }
+    );
+    let run = app.flow_run_json(id).await;
+    assert_eq!(run["state"]["type"], "CANCELLED");
+    assert_eq!(run["state"]["message"], expected);
+    assert!(app.logs(id).await.contains(&expected));
+}
