@@ -57,19 +57,15 @@ pub async fn dispatch_forever(worker: Arc<Worker>, shutdown: impl Future<Output 
     let margin = Duration::from_secs(20);
     let looping = async {
         loop {
-            let deadline =
-                Instant::now() + s.poll_window + s.poll_interval + SUBMIT_RESERVE + margin;
+            let started = Instant::now();
+            let deadline = started + s.poll_window + s.poll_interval + SUBMIT_RESERVE + margin;
             match dispatch::invoke(&worker, deadline).await {
                 Ok(summary) => tracing::info!(?summary, "dispatch tick"),
                 Err(e) => tracing::error!(error = %e, "dispatch tick failed"),
             }
-            // Keep the cadence even when an invocation returns early (a zero poll window).
-            tokio::time::sleep(
-                s.poll_interval
-                    .min(Duration::from_secs(1))
-                    .max(s.poll_interval / 10),
-            )
-            .await;
+            // An invocation's last poll is at most one interval before it returns; with a zero
+            // window it returns at once, so wait out the interval to keep the poll cadence.
+            tokio::time::sleep_until(started + s.poll_interval).await;
         }
     };
     tokio::select! {

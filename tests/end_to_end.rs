@@ -243,3 +243,57 @@ async fn cleanup_job_false_keeps_the_job() {
     assert!(app.jobs().contains(&job));
     assert_eq!(app.emulator.counters().jobs_deleted, 0);
 }
+
+/// The long-running local worker: dispatch ticks and its own webhook server, until stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_worker_runs_flows_until_stopped() {
+    let app = TestApp::spawn_with(Options {
+        register_webhook: false,
+        ..Default::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        prefect_nf::local::WEBHOOK_PATH
+    );
+    app.register_webhook(&url).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(prefect_nf::local::run(
+        app.worker.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let deployment = app.deployment(json!({})).await;
+    let ids = [
+        app.flow_run(
+            deployment,
+            json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.2"}}),
+        )
+        .await,
+        app.flow_run(
+            deployment,
+            json!({"env": {"NF_EMULATOR_SCRIPT": "crash:0.2"}}),
+        )
+        .await,
+    ];
+    app.wait_for_state(ids[0], &["COMPLETED"], Duration::from_secs(30))
+        .await;
+    app.wait_for_state(ids[1], &["CRASHED"], Duration::from_secs(30))
+        .await;
+    app.wait_until("both jobs deleted", Duration::from_secs(15), |a| {
+        a.jobs().is_empty()
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("stops promptly")
+        .unwrap()
+        .unwrap();
+}

@@ -132,13 +132,13 @@ impl TestApp {
             stop_webhook: Some(stop_webhook),
         };
         if options.register_webhook {
-            app.register_webhook().await;
+            app.register_webhook(&app.webhook_url).await;
         }
         app
     }
 
-    /// A notification integration for this project's job-run events, posting to our webhook.
-    async fn register_webhook(&self) {
+    /// A notification integration for this project's job-run events, posting to `url`.
+    pub async fn register_webhook(&self, url: &str) {
         let events: serde_json::Map<String, Value> =
             ["start", "success", "failure", "abort", "terminate"]
                 .iter()
@@ -148,7 +148,7 @@ impl TestApp {
             .http
             .post(format!("{}/v1/integrations/notifications", self.emulator.base_url()))
             .bearer_auth(NF_TOKEN)
-            .json(&json!({"name": "prefect runs", "type": "RAW_WEBHOOK", "webhook": self.webhook_url,
+            .json(&json!({"name": "prefect runs", "type": "RAW_WEBHOOK", "webhook": url,
                           "secret": WEBHOOK_TOKEN, "restricted": true, "projects": [self.project], "events": events}))
             .send()
             .await
