@@ -1,25 +1,18 @@
-//! The Prefect REST client: transport (auth, headers, retries, CSRF) and the calls a worker makes,
-//! exactly as `prefect-worker-protocol.md` describes them.
+//! The Prefect REST client's transport: base URL, authentication, headers, Prefect's retry rules
+//! bounded by a deadline, and CSRF tokens for servers that require them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::logs::LogEntry;
-use super::models::{
-    Deployment, Flow, FlowRun, OrchestrationResult, WorkPool, Worker, WorkerFlowRun,
-};
-use super::states::Proposal;
 use crate::config::PrefectAuth;
-use crate::ids::FlowRunId;
 use crate::retry::{RetryPolicy, Transient};
 
 /// The API version this worker speaks (Prefect 3.9.1's `SERVER_API_VERSION`).
@@ -86,7 +79,7 @@ impl Transient for PrefectError {
     }
 }
 
-type Result<T, E = PrefectError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = PrefectError> = std::result::Result<T, E>;
 
 struct Inner {
     http: reqwest::Client,
@@ -139,6 +132,11 @@ impl PrefectClient {
         }
     }
 
+    /// The name this worker heartbeats under and signs its requests with.
+    pub fn worker_name(&self) -> &str {
+        &self.inner.worker_name
+    }
+
     pub fn api_url(&self) -> &str {
         self.inner.base.as_str().trim_end_matches('/')
     }
@@ -148,7 +146,7 @@ impl PrefectClient {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         crate::http::join(&self.inner.base, segments)
     }
 
@@ -207,7 +205,7 @@ impl PrefectClient {
         })
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         segments: &[&str],
@@ -216,7 +214,7 @@ impl PrefectClient {
         self.send_url(method, self.url(segments), body).await
     }
 
-    async fn send_url(
+    pub(super) async fn send_url(
         &self,
         method: Method,
         url: Url,
@@ -262,7 +260,7 @@ impl PrefectClient {
         Ok(())
     }
 
-    async fn json<T: DeserializeOwned>(
+    pub(super) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
@@ -273,11 +271,14 @@ impl PrefectClient {
     }
 
     /// A GET where 404 means "there is none".
-    async fn optional<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Option<T>> {
+    pub(super) async fn optional<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<Option<T>> {
         self.optional_url(self.url(segments)).await
     }
 
-    async fn optional_url<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>> {
+    pub(super) async fn optional_url<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>> {
         let path = url.path().to_string();
         match self.send_url(Method::GET, url, None).await {
             Ok((_, bytes)) => decode(&Method::GET, &path, &bytes).map(Some),
@@ -285,173 +286,9 @@ impl PrefectClient {
             Err(e) => Err(e),
         }
     }
-
-    /// A block document's `data`, secrets included (Prefect's templating needs the real values).
-    async fn block_data(&self, segments: &[&str]) -> Result<Option<Value>> {
-        let mut url = self.url(segments);
-        url.query_pairs_mut().append_pair("include_secrets", "true");
-        let doc: Option<Value> = self.optional_url(url).await?;
-        Ok(doc.map(|mut d| d["data"].take()))
-    }
-
-    pub async fn read_work_pool(&self, pool: &str) -> Result<Option<WorkPool>> {
-        self.optional(&["work_pools", pool]).await
-    }
-
-    pub async fn create_work_pool(&self, body: &Value) -> Result<WorkPool> {
-        self.json(Method::POST, &["work_pools", ""], Some(body))
-            .await
-    }
-
-    pub async fn update_work_pool(&self, pool: &str, body: &Value) -> Result<()> {
-        self.send(Method::PATCH, &["work_pools", pool], Some(body))
-            .await
-            .map(drop)
-    }
-
-    /// Marks the worker ONLINE (for three intervals) and the pool READY. The interval must be the
-    /// real one, or the UI shows the worker flapping.
-    pub async fn heartbeat(&self, pool: &str, interval: Duration) -> Result<()> {
-        let body = json!({"name": self.inner.worker_name, "heartbeat_interval_seconds": interval.as_secs().max(1)});
-        self.send(
-            Method::POST,
-            &["work_pools", pool, "workers", "heartbeat"],
-            Some(&body),
-        )
-        .await
-        .map(drop)
-    }
-
-    pub async fn workers(&self, pool: &str) -> Result<Vec<Worker>> {
-        self.json(
-            Method::POST,
-            &["work_pools", pool, "workers", "filter"],
-            Some(&json!({})),
-        )
-        .await
-    }
-
-    /// Polling also marks the polled queues and their deployments READY for 60 s.
-    pub async fn scheduled_flow_runs(
-        &self,
-        pool: &str,
-        queues: &[String],
-        scheduled_before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<WorkerFlowRun>> {
-        let body = json!({"work_queue_names": queues, "scheduled_before": scheduled_before.to_rfc3339(), "limit": limit});
-        self.json(
-            Method::POST,
-            &["work_pools", pool, "get_scheduled_flow_runs"],
-            Some(&body),
-        )
-        .await
-    }
-
-    pub async fn read_deployment(&self, id: Uuid) -> Result<Option<Deployment>> {
-        self.optional(&["deployments", &id.to_string()]).await
-    }
-
-    pub async fn read_flow(&self, id: Uuid) -> Result<Flow> {
-        self.json(Method::GET, &["flows", &id.to_string()], None)
-            .await
-    }
-
-    pub async fn read_flow_run(&self, id: FlowRunId) -> Result<Option<FlowRun>> {
-        self.optional(&["flow_runs", &id.to_string()]).await
-    }
-
-    pub async fn filter_flow_runs(&self, body: &Value) -> Result<Vec<FlowRun>> {
-        self.json(Method::POST, &["flow_runs", "filter"], Some(body))
-            .await
-    }
-
-    /// Every state the flow run has had, oldest first.
-    pub async fn flow_run_states(&self, id: FlowRunId) -> Result<Vec<super::models::State>> {
-        let mut url = self.url(&["flow_run_states", ""]);
-        url.query_pairs_mut()
-            .append_pair("flow_run_id", &id.to_string());
-        let (_, bytes) = self.send_url(Method::GET, url, None).await?;
-        let mut states: Vec<super::models::State> =
-            decode(&Method::GET, "/flow_run_states/", &bytes)?;
-        states.sort_by_key(|s| s.timestamp);
-        Ok(states)
-    }
-
-    pub async fn set_state(
-        &self,
-        id: FlowRunId,
-        proposal: &Proposal,
-    ) -> Result<OrchestrationResult> {
-        self.json(
-            Method::POST,
-            &["flow_runs", &id.to_string(), "set_state"],
-            Some(&proposal.body),
-        )
-        .await
-    }
-
-    pub async fn set_infrastructure_pid(&self, id: FlowRunId, pid: &str) -> Result<()> {
-        let body = json!({"infrastructure_pid": pid});
-        self.send(Method::PATCH, &["flow_runs", &id.to_string()], Some(&body))
-            .await
-            .map(drop)
-    }
-
-    /// Merges `labels` into the flow run's labels.
-    pub async fn update_labels(&self, id: FlowRunId, labels: &Map<String, Value>) -> Result<()> {
-        let body = Value::Object(labels.clone());
-        self.send(
-            Method::PATCH,
-            &["flow_runs", &id.to_string(), "labels"],
-            Some(&body),
-        )
-        .await
-        .map(drop)
-    }
-
-    pub async fn send_logs(&self, entries: &[LogEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let body = serde_json::to_value(entries).unwrap_or(Value::Null);
-        self.send(Method::POST, &["logs", ""], Some(&body))
-            .await
-            .map(drop)
-    }
 }
 
-/// Block and variable placeholders in job templates are resolved through the API.
-impl prefect_templating::Lookup for PrefectClient {
-    async fn block_document_by_id(
-        &self,
-        id: &str,
-    ) -> Result<Option<Value>, prefect_templating::LookupError> {
-        self.block_data(&["block_documents", id])
-            .await
-            .map_err(prefect_templating::LookupError::new)
-    }
-
-    async fn block_document_by_name(
-        &self,
-        slug: &str,
-        name: &str,
-    ) -> Result<Option<Value>, prefect_templating::LookupError> {
-        self.block_data(&["block_types", "slug", slug, "block_documents", "name", name])
-            .await
-            .map_err(prefect_templating::LookupError::new)
-    }
-
-    async fn variable(&self, name: &str) -> Result<Option<Value>, prefect_templating::LookupError> {
-        let var: Option<Value> = self
-            .optional(&["variables", "name", name])
-            .await
-            .map_err(prefect_templating::LookupError::new)?;
-        Ok(var.map(|mut v| v["value"].take()))
-    }
-}
-
-fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(method: &Method, path: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| PrefectError::Decode {
         method: method.clone(),
         path: path.to_string(),

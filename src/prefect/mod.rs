@@ -1,6 +1,8 @@
 //! Prefect: the REST client, the objects it reads, the states it proposes and the worker's log
 //! messages.
 
+mod blocks;
+mod calls;
 mod client;
 pub mod logs;
 pub mod models;
