@@ -61,26 +61,34 @@ impl fmt::Display for JobName {
     }
 }
 
-/// The `infrastructure_pid` recorded on a flow run: `<project>:<job>:<run>`, with `:keep` when
-/// the job must outlive its run (`cleanup_job: false`).
+/// The `infrastructure_pid` recorded on a flow run: `<project>:<job>:<run>`, then `:keep` when
+/// the job must outlive its run (`cleanup_job: false`) and `:own-token` when the run's job
+/// variables chose their own Northflank credentials.
 ///
-/// Northflank project and job ids are slugs and run ids are uuids, so none contains `:`. The
-/// cleanup choice lives here because this is the one write after the claim that Prefect applies
-/// as a plain update: it cannot be lost to the read-modify-write conflicts that labels hit on a
-/// busy SQLite server, and the step that settles the run reads it anyway.
+/// Northflank project and job ids are slugs and run ids are uuids, so none contains `:`. These
+/// two facts live here because this is the one write after the claim that Prefect applies as a
+/// plain update: it cannot be lost to the read-modify-write conflicts that labels hit on a busy
+/// SQLite server, and the step that settles the run reads it anyway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InfrastructurePid {
     pub project: String,
     pub job: String,
     pub run: String,
     pub keep_job: bool,
+    pub own_credentials: bool,
 }
+
+const KEEP: &str = "keep";
+const OWN_TOKEN: &str = "own-token";
 
 impl fmt::Display for InfrastructurePid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.project, self.job, self.run)?;
         if self.keep_job {
-            f.write_str(":keep")?;
+            write!(f, ":{KEEP}")?;
+        }
+        if self.own_credentials {
+            write!(f, ":{OWN_TOKEN}")?;
         }
         Ok(())
     }
@@ -90,14 +98,20 @@ impl FromStr for InfrastructurePid {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
-        let (project, job, run, keep_job) = match parts.as_slice() {
-            [p, j, r] => (p, j, r, false),
-            [p, j, r, "keep"] => (p, j, r, true),
-            _ => {
-                return Err(format!(
-                    "infrastructure_pid {s:?} is not of the form <project>:<job>:<run>[:keep]"
-                ));
-            }
+        let bad = || {
+            format!(
+                "infrastructure_pid {s:?} is not of the form <project>:<job>:<run>[:keep][:own-token]"
+            )
+        };
+        let [project, job, run, flags @ ..] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let (keep_job, own_credentials) = match flags {
+            [] => (false, false),
+            [KEEP] => (true, false),
+            [OWN_TOKEN] => (false, true),
+            [KEEP, OWN_TOKEN] => (true, true),
+            _ => return Err(bad()),
         };
         if project.is_empty() || job.is_empty() || run.is_empty() {
             return Err(format!("infrastructure_pid {s:?} has an empty part"));
@@ -107,6 +121,7 @@ impl FromStr for InfrastructurePid {
             job: job.to_string(),
             run: run.to_string(),
             keep_job,
+            own_credentials,
         })
     }
 }
@@ -152,5 +167,19 @@ mod tests {
         assert!("proj:job".parse::<InfrastructurePid>().is_err());
         assert!("a::c".parse::<InfrastructurePid>().is_err());
         assert!("12345".parse::<InfrastructurePid>().is_err());
+    }
+
+    #[test]
+    fn infrastructure_pid_flags() {
+        let kept: InfrastructurePid = "p:j:r:keep".parse().unwrap();
+        assert!(kept.keep_job && !kept.own_credentials);
+        let both: InfrastructurePid = "p:j:r:keep:own-token".parse().unwrap();
+        assert!(both.keep_job && both.own_credentials);
+        assert_eq!(both.to_string(), "p:j:r:keep:own-token");
+        let own: InfrastructurePid = "p:j:r:own-token".parse().unwrap();
+        assert_eq!(own.to_string(), "p:j:r:own-token");
+        for bad in ["p:j:r:other", "p:j:r:own-token:keep", "p:j:r:keep:keep"] {
+            assert!(bad.parse::<InfrastructurePid>().is_err(), "{bad}");
+        }
     }
 }

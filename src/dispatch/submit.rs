@@ -293,6 +293,7 @@ pub async fn launch_claimed(
         job: launched.job.clone(),
         run: launched.run.clone(),
         keep_job: !rendered.cleanup_job,
+        own_credentials: rendered.credentials.is_some(),
     };
     if let Err(e) = prefect
         .set_infrastructure_pid(run.id, &pid.to_string())

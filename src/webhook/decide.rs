@@ -26,6 +26,9 @@ pub struct Facts<'a> {
     pub project: &'a str,
     pub job: &'a str,
     pub cleanup_job: bool,
+    /// Whether the flow run records its infrastructure (`infrastructure_pid`). Until it does, the
+    /// submission is still going on, and the run may live on an account we cannot tell yet.
+    pub recorded: bool,
     /// The notification's event type, when a notification prompted this.
     pub event: Option<&'a str>,
 }
@@ -91,6 +94,9 @@ pub fn decide(f: &Facts) -> Decision {
 }
 
 fn gone(f: &Facts) -> Decision {
+    if !f.recorded {
+        return Decision::default();
+    }
     let what = format!(
         "Northflank job '{}' in project '{}' or its run no longer exists",
         f.job, f.project
@@ -135,8 +141,16 @@ mod tests {
             project: "p",
             job: "pf-j",
             cleanup_job: cleanup,
+            recorded: true,
             event: None,
         }
+    }
+
+    #[test]
+    fn nothing_is_gone_before_the_submission_has_recorded_it() {
+        let mut f = facts(Some(StateType::Pending), RunView::Gone, true);
+        f.recorded = false;
+        assert_eq!(decide(&f), Decision::default());
     }
 
     #[test]

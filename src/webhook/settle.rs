@@ -7,9 +7,11 @@ use serde::Serialize;
 use super::decide::{Facts, RunView, Transition, decide};
 use crate::dispatch::submit::flush;
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
+use crate::northflank::NorthflankClient;
 use crate::northflank::NorthflankError;
 use crate::prefect::PrefectError;
 use crate::prefect::logs::RunLog;
+use crate::prefect::models::FlowRun;
 use crate::prefect::models::SetStateStatus;
 use crate::prefect::states::Proposal;
 use crate::worker::Worker;
@@ -37,6 +39,8 @@ pub enum SettleError {
     Prefect(#[from] PrefectError),
     #[error(transparent)]
     Northflank(#[from] NorthflankError),
+    #[error("could not find the run's own Northflank credentials again: {0}")]
+    Credentials(String),
 }
 
 pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settled, SettleError> {
@@ -47,6 +51,7 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
         .and_then(|r| r.infrastructure_pid.as_deref())
         .and_then(|p| p.parse::<InfrastructurePid>().ok());
     let cleanup_job = pid.as_ref().is_none_or(|p| !p.keep_job);
+    let recorded = pid.is_some();
     let settled = |action, job_deleted, detail: String| Settled {
         flow_run_id: id,
         action,
@@ -64,7 +69,11 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
             "no Northflank project is known for this flow run yet".into(),
         ));
     };
-    let nf = &worker.northflank;
+    let own = pid.as_ref().is_some_and(|p| p.own_credentials);
+    let nf = &match (own, &flow_run) {
+        (true, Some(run)) => run_client(worker, run).await?,
+        _ => worker.northflank.clone(),
+    };
     let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
         Some(run) => Some(run),
         None => nf
@@ -85,6 +94,7 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
         project: &project,
         job: &job,
         cleanup_job,
+        recorded,
         event: hint.event.as_deref(),
     });
 
@@ -132,4 +142,39 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
         job_deleted,
         decision.note.unwrap_or_default(),
     ))
+}
+
+/// The Northflank client of a run whose job variables named their own credentials: its job
+/// configuration is resolved again, exactly as dispatch resolved it.
+async fn run_client(worker: &Worker, run: &FlowRun) -> Result<NorthflankClient, SettleError> {
+    let fail = |e: &dyn std::fmt::Display| SettleError::Credentials(e.to_string());
+    let prefect = &worker.prefect;
+    let pool_name = run
+        .work_pool_name
+        .as_deref()
+        .unwrap_or(&worker.settings.work_pool);
+    let pool = prefect
+        .read_work_pool(pool_name)
+        .await?
+        .ok_or_else(|| fail(&format!("work pool '{pool_name}' is gone")))?;
+    let deployment = match run.deployment_id {
+        Some(id) => prefect.read_deployment(id).await?,
+        None => None,
+    };
+    let deployment_variables = deployment.map(|d| d.job_variables).unwrap_or_default();
+    let config = crate::render::resolve_configuration(
+        &pool.base_job_template,
+        &deployment_variables,
+        &run.job_variables,
+        prefect,
+        &|name| std::env::var(name).ok(),
+    )
+    .await
+    .map_err(|e| fail(&e))?;
+    match crate::render::job::run_credentials(&config).map_err(|e| fail(&e))? {
+        Some(c) => Ok(worker
+            .northflank
+            .with_token(c.base_url.as_deref(), c.api_token)?),
+        None => Ok(worker.northflank.clone()),
+    }
 }
