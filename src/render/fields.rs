@@ -69,6 +69,18 @@ impl Fields<'_> {
         }
     }
 
+    /// A command: a string, used as it is, or a list of arguments, joined with POSIX shell
+    /// quoting so that each argument survives the shell intact.
+    pub fn command(&self, key: &str) -> Result<Option<String>, RenderError> {
+        match self.get(key) {
+            Some(Value::Array(_)) => {
+                let args = self.string_list(key)?;
+                Ok((!args.is_empty()).then(|| shell_join(&args)))
+            }
+            _ => self.string(key),
+        }
+    }
+
     pub fn string_list(&self, key: &str) -> Result<Vec<String>, RenderError> {
         match self.get(key) {
             None => Ok(Vec::new()),
@@ -116,6 +128,48 @@ impl Fields<'_> {
     }
 }
 
+/// POSIX shell quoting: safe words stay bare, anything else goes in single quotes.
+pub(super) fn shell_join(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let safe = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
+            if safe {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub(super) fn invalid_value(key: &str, value: &str, rule: impl Into<String>) -> RenderError {
     invalid(key, &Value::String(value.to_string()), rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_join_quotes_what_the_shell_would_split_or_expand() {
+        let args: Vec<String> = [
+            "python",
+            "-c",
+            "print('hi there')",
+            "$HOME",
+            "",
+            "a b",
+            "x=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            shell_join(&args),
+            r#"python -c 'print('\''hi there'\'')' '$HOME' '' 'a b' x=1"#
+        );
+    }
 }

@@ -42,7 +42,7 @@ pub fn to_northflank(
 
     let (job_env, run_env) = environment(&f, facts)?;
     let command = f
-        .string("command")?
+        .command("command")?
         .unwrap_or_else(|| FLOW_RUN_COMMAND.to_string());
     let mut deployment = source(&f, &mut warnings)?;
     deployment.insert("docker".into(), docker(&f, &command)?);
@@ -407,6 +407,13 @@ fn gpu(f: &Fields) -> Result<Option<Value>, RenderError> {
         )
     })?;
     let count = f.integer("billing_gpu_count", 1, 8)?.unwrap_or(1);
+    if ![1, 2, 4, 8].contains(&count) {
+        return Err(invalid_value(
+            "billing_gpu_count",
+            &count.to_string(),
+            "must be 1, 2, 4 or 8 (GPUs come in those counts)",
+        ));
+    }
     let mut configuration = json!({"gpuType": kind, "gpuCount": count});
     if let Some(t) = f.bool("billing_gpu_timesliced")? {
         configuration["timesliced"] = json!(t);
@@ -448,6 +455,11 @@ fn settings(f: &Fields) -> Result<Value, RenderError> {
         settings["runOnSourceChange"] = json!(when);
     }
     Ok(settings)
+}
+
+/// The Northflank credentials a resolved job configuration names, if any.
+pub fn run_credentials(config: &Map<String, Value>) -> Result<Option<RunCredentials>, RenderError> {
+    credentials(&Fields(config))
 }
 
 fn credentials(f: &Fields) -> Result<Option<RunCredentials>, RenderError> {

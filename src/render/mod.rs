@@ -6,6 +6,7 @@
 //!    variables), giving the resolved job configuration;
 //! 2. [`job::to_northflank`]: that configuration plus the run's facts → request bodies.
 
+pub mod dry_run;
 mod fields;
 pub mod job;
 pub mod rules;
@@ -83,7 +84,7 @@ impl Rendered {
             .and_then(Value::as_object_mut)
         {
             for v in env.values_mut() {
-                *v = Value::String("********".into());
+                *v = Value::String(dry_run::REDACTED.into());
             }
         }
         serde_json::json!({
@@ -91,7 +92,7 @@ impl Rendered {
             "createJob": self.create_job,
             "startRun": run,
             "cleanupJob": self.cleanup_job,
-            "credentials": self.credentials.as_ref().map(|c| serde_json::json!({"api_token": "********", "base_url": c.base_url})),
+            "credentials": self.credentials.as_ref().map(|c| serde_json::json!({"api_token": dry_run::REDACTED, "base_url": c.base_url})),
             "warnings": self.warnings,
         })
     }
