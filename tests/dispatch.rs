@@ -16,13 +16,7 @@ async fn racing_dispatchers_submit_each_run_exactly_once() {
     let deployment = app.deployment(json!({})).await;
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(
-            app.flow_run(
-                deployment,
-                json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.5"}}),
-            )
-            .await,
-        );
+        ids.push(app.scripted_run(deployment, "succeed:0.5").await);
     }
     // Each dispatcher polls for 20 s, taking per poll only as many runs as it has free slots.
     let workers = ["dispatcher-a", "dispatcher-b", "dispatcher-c"].map(|name| {

@@ -103,12 +103,7 @@ async fn a_real_flow_completes_and_its_job_is_deleted() {
 async fn a_failed_container_crashes_the_flow_run_and_cleans_up() {
     let app = TestApp::spawn().await;
     let deployment = app.deployment(json!({})).await;
-    let id = app
-        .flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "crash:0.3"}}),
-        )
-        .await;
+    let id = app.scripted_run(deployment, "crash:0.3").await;
 
     assert_eq!(app.dispatch_once().await.submitted, 1);
     let run = app
@@ -212,12 +207,7 @@ async fn an_invalid_image_is_refused_before_any_northflank_request() {
 async fn cleanup_job_false_keeps_the_job() {
     let app = TestApp::spawn().await;
     let deployment = app.deployment(json!({"cleanup_job": false})).await;
-    let id = app
-        .flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.2"}}),
-        )
-        .await;
+    let id = app.scripted_run(deployment, "succeed:0.2").await;
 
     assert_eq!(app.dispatch_once().await.submitted, 1);
     let run = app
@@ -270,16 +260,8 @@ async fn the_local_worker_runs_flows_until_stopped() {
 
     let deployment = app.deployment(json!({})).await;
     let ids = [
-        app.flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.2"}}),
-        )
-        .await,
-        app.flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "crash:0.2"}}),
-        )
-        .await,
+        app.scripted_run(deployment, "succeed:0.2").await,
+        app.scripted_run(deployment, "crash:0.2").await,
     ];
     app.wait_for_state(ids[0], &["COMPLETED"], Duration::from_secs(30))
         .await;

@@ -43,9 +43,7 @@ fn function_url_request(token: &str, body: &Value) -> lambda_http::Request {
 async fn the_dispatch_handler_runs_an_invocation_from_a_schedule_event() {
     let app = TestApp::spawn().await;
     let deployment = app.deployment(json!({})).await;
-    let id = app
-        .flow_run(deployment, json!({"env": {"NF_EMULATOR_SCRIPT": "hang"}}))
-        .await;
+    let id = app.scripted_run(deployment, "hang").await;
 
     let summary = lambda::dispatch(&app.worker, schedule_event(60))
         .await
@@ -66,12 +64,7 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     };
     let app = TestApp::spawn_with(options).await;
     let deployment = app.deployment(json!({})).await;
-    let id = app
-        .flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "crash:0.1"}}),
-        )
-        .await;
+    let id = app.scripted_run(deployment, "crash:0.1").await;
     assert_eq!(app.dispatch_once().await.submitted, 1);
     let job = format!("pf-{id}");
     app.wait_until("the Northflank run to fail", Duration::from_secs(10), |a| {

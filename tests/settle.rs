@@ -24,9 +24,7 @@ async fn an_abort_while_cancelling_ends_cancelled() {
     })
     .await;
     let deployment = app.deployment(json!({})).await;
-    let id = app
-        .flow_run(deployment, json!({"env": {"NF_EMULATOR_SCRIPT": "hang"}}))
-        .await;
+    let id = app.scripted_run(deployment, "hang").await;
     assert_eq!(app.dispatch_once().await.submitted, 1);
 
     let cancelling = app
@@ -70,12 +68,7 @@ async fn an_abort_while_cancelling_ends_cancelled() {
 async fn a_late_notification_leaves_a_terminal_state_alone() {
     let app = TestApp::spawn().await;
     let deployment = app.deployment(json!({"cleanup_job": false})).await;
-    let id = app
-        .flow_run(
-            deployment,
-            json!({"env": {"NF_EMULATOR_SCRIPT": "succeed:0.1"}}),
-        )
-        .await;
+    let id = app.scripted_run(deployment, "succeed:0.1").await;
     assert_eq!(app.dispatch_once().await.submitted, 1);
     app.wait_for_state(id, &["COMPLETED"], Duration::from_secs(20))
         .await;

@@ -139,27 +139,46 @@ impl TestApp {
 
     /// A notification integration for this project's job-run events, posting to `url`.
     pub async fn register_webhook(&self, url: &str) {
-        let events: serde_json::Map<String, Value> =
-            ["start", "success", "failure", "abort", "terminate"]
-                .iter()
-                .map(|e| (format!("trigger:job-run:{e}"), json!(true)))
-                .collect();
-        let resp = self
-            .http
-            .post(format!("{}/v1/integrations/notifications", self.emulator.base_url()))
-            .bearer_auth(NF_TOKEN)
-            .json(&json!({"name": "prefect runs", "type": "RAW_WEBHOOK", "webhook": url,
-                          "secret": WEBHOOK_TOKEN, "restricted": true, "projects": [self.project], "events": events}))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "integration: {}",
-            resp.text().await.unwrap()
-        );
+        register_webhook(
+            &self.http,
+            &self.emulator.base_url(),
+            NF_TOKEN,
+            &self.project,
+            url,
+        )
+        .await;
     }
+}
 
+/// Registers a notification integration on an emulator for a project's job-run events.
+pub async fn register_webhook(
+    http: &reqwest::Client,
+    emulator: &str,
+    token: &str,
+    project: &str,
+    url: &str,
+) {
+    let events: serde_json::Map<String, Value> =
+        ["start", "success", "failure", "abort", "terminate"]
+            .iter()
+            .map(|e| (format!("trigger:job-run:{e}"), json!(true)))
+            .collect();
+    let resp = http
+        .post(format!("{emulator}/v1/integrations/notifications"))
+        .bearer_auth(token)
+        .json(&json!({"name": "prefect runs", "type": "RAW_WEBHOOK", "webhook": url,
+                      "secret": WEBHOOK_TOKEN, "restricted": true, "projects": [project], "events": events}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "integration: {}",
+        resp.text().await.unwrap()
+    );
+}
+
+impl TestApp {
     /// A second worker (another dispatcher) on the same pool and emulator.
     pub fn another_worker(&self, name: &str) -> Worker {
         worker_for(&self.api, &self.pool, &self.emulator.base_url(), name)
@@ -202,6 +221,12 @@ impl TestApp {
             )
             .await;
         run["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A flow run whose Northflank run follows an emulator script (`succeed:0.2`, `hang`, …).
+    pub async fn scripted_run(&self, deployment: Uuid, script: &str) -> FlowRunId {
+        self.flow_run(deployment, json!({"env": {"NF_EMULATOR_SCRIPT": script}}))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

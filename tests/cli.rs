@@ -1,0 +1,171 @@
+//! The `prefect-nf` command line: the dry run and the pool template, run as a user would.
+
+mod helpers;
+
+use std::process::Output;
+
+use helpers::TestApp;
+use serde_json::{Value, json};
+
+async fn prefect_nf(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_prefect-nf"));
+    cmd.args(args)
+        .env_remove("PREFECT_API_URL")
+        .env_remove("PREFECT_API_KEY")
+        .env_remove("PREFECT_API_AUTH_STRING");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.unwrap()
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn render_prints_the_northflank_bodies_with_secrets_redacted() {
+    let vars = r#"{"project_id": "proj", "deployment_external_image_path": "ghcr.io/acme/etl:1.2", "env": {"A": 1}}"#;
+    let out = prefect_nf(
+        &[
+            "render",
+            "--deployment-variables",
+            vars,
+            "--flow-run-variables",
+            r#"{"env": {"B": "run"}}"#,
+        ],
+        &[("PREFECT_API_KEY", "pnu_hidden")],
+    )
+    .await;
+    let bodies = json_out(&out);
+    assert_eq!(bodies["projectId"], "proj");
+    assert_eq!(
+        bodies["createJob"]["name"],
+        "pf-00000000-0000-0000-0000-000000000000"
+    );
+    assert_eq!(
+        bodies["createJob"]["deployment"]["external"]["imagePath"],
+        "ghcr.io/acme/etl:1.2"
+    );
+    assert_eq!(bodies["createJob"]["runtimeEnvironment"]["A"], "1");
+    assert_eq!(bodies["createJob"]["runtimeEnvironment"]["B"], "run");
+    assert_eq!(
+        bodies["startRun"]["runtimeEnvironment"]["PREFECT_API_KEY"],
+        "********"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("pnu_hidden"));
+}
+
+#[tokio::test]
+async fn render_stage_config_shows_the_templating_result() {
+    let dir = std::env::temp_dir().join(format!("pfnf-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vars.json");
+    std::fs::write(&file, r#"{"project_id": "proj", "env.FROM_DOTTED": "x", "credentials": {"api_token": "nf-secret"}}"#).unwrap();
+    let out = prefect_nf(
+        &[
+            "render",
+            "--stage",
+            "config",
+            "--deployment-variables",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let config = json_out(&out);
+    assert_eq!(config["env"], json!({"FROM_DOTTED": "x"}));
+    assert_eq!(config["billing_deployment_plan"], "nf-compute-20");
+    assert_eq!(config["credentials"]["api_token"], "********");
+    assert!(
+        config.get("name").is_none(),
+        "a missing value drops the key, as in Prefect"
+    );
+}
+
+#[tokio::test]
+async fn render_errors_name_the_variable_or_the_flag() {
+    let out = prefect_nf(
+        &[
+            "render",
+            "--deployment-variables",
+            r#"{"project_id": "p", "billing_gpu_enabled": true}"#,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("billing_gpu_type")
+            && stderr.contains("required when billing_gpu_enabled is true"),
+        "{stderr}"
+    );
+
+    let out = prefect_nf(&["render", "--flow-run-variables", "{not json"], &[]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--flow-run-variables: invalid JSON"));
+
+    let out = prefect_nf(
+        &[
+            "render",
+            "--deployment-variables",
+            r#"{"project_id": "{{ prefect.variables.p }}"}"#,
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs the Prefect API: set PREFECT_API_URL")
+    );
+}
+
+#[tokio::test]
+async fn work_pool_template_prints_the_checked_in_template() {
+    let out = prefect_nf(&["work-pool", "template", "--project-id", "proj"], &[]).await;
+    assert_eq!(json_out(&out), prefect_nf::pool::template(Some("proj")));
+}
+
+/// Against the server: the pool's own template and a deployment's variables, blocks resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_reads_the_pool_and_the_deployment_from_the_server() {
+    let app = TestApp::spawn().await;
+    app.deployment(json!({"deployment_internal_id": "builder", "env": {"FROM": "deployment"}}))
+        .await;
+    let deployments = app
+        .post(
+            "/deployments/filter",
+            json!({"work_pools": {"name": {"any_": [app.pool]}}}),
+        )
+        .await;
+    let name = format!(
+        "hello-northflank/{}",
+        deployments[0]["name"].as_str().unwrap()
+    );
+    let out = prefect_nf(
+        &["render", "--pool", &app.pool, "--deployment", &name],
+        &[("PREFECT_API_URL", &app.api)],
+    )
+    .await;
+    let bodies = json_out(&out);
+    assert_eq!(
+        bodies["projectId"], "test-project",
+        "the pool's default project"
+    );
+    assert_eq!(
+        bodies["createJob"]["deployment"]["internal"],
+        json!({"id": "builder"})
+    );
+    assert_eq!(
+        bodies["createJob"]["runtimeEnvironment"]["FROM"],
+        "deployment"
+    );
+    assert_eq!(
+        bodies["createJob"]["runtimeEnvironment"]["PREFECT__FLOW_NAME"],
+        "hello-northflank"
+    );
+}
