@@ -92,8 +92,22 @@ start_prefect() {
   export PREFECT_HOME="$RUN_DIR/prefect"
 }
 
-# The servers the test suite needs, started side by side: the open one (PREFECT_API_URL) and one
-# with basic auth and CSRF protection (PFNF_TEST_AUTH_API_URL, PFNF_TEST_AUTH_STRING).
+# moto's server on 127.0.0.1, standing in for AWS Secrets Manager; exports PFNF_TEST_MOTO_URL.
+launch_moto() {
+  MOTO_PORT="$(free_port)"
+  log "starting moto_server on 127.0.0.1:$MOTO_PORT"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN_DIR/moto.log" 2>&1 &
+  PIDS+=("$!")
+}
+
+await_moto() {
+  wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" 60 || { tail -20 "$RUN_DIR/moto.log" >&2; return 1; }
+  export PFNF_TEST_MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+}
+
+# The servers the test suite needs, started side by side: the open Prefect server
+# (PREFECT_API_URL), one with basic auth and CSRF protection (PFNF_TEST_AUTH_API_URL,
+# PFNF_TEST_AUTH_STRING), and moto (PFNF_TEST_MOTO_URL).
 start_test_servers() {
   local port auth_port
   port="$(free_port)"
@@ -102,8 +116,10 @@ start_test_servers() {
   launch_prefect prefect "$port"
   launch_prefect prefect-auth "$auth_port" PREFECT_SERVER_API_AUTH_STRING="$auth" \
     PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true
+  launch_moto
   await_prefect prefect "$port"
   await_prefect prefect-auth "$auth_port"
+  await_moto
   export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_HOME="$RUN_DIR/prefect"
   export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$auth_port/api" PFNF_TEST_AUTH_STRING="$auth"
 }

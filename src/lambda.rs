@@ -1,21 +1,94 @@
 //! The glue between the AWS Lambda runtimes and the two steps. The binaries in `src/bin` only
-//! build a [`Worker`] and hand these handlers to the runtime.
+//! build an [`App`] and hand these handlers to the runtime.
+//!
+//! Credentials are read once per container (from Secrets Manager when `PFNF_SECRET_ID` is set)
+//! and again when Prefect or Northflank refused them during an invocation, which is what a
+//! rotated token looks like; the failed work is then tried once more with the new credentials.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
+use tokio::sync::RwLock;
 use tokio::time::Instant;
 
+use crate::config::Settings;
 use crate::dispatch::{self, Summary};
+use crate::secrets::Source;
 use crate::worker::Worker;
 
 pub type Error = lambda_runtime::Error;
 
 /// Time kept back from the Lambda deadline for logging and returning the summary.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+pub struct App {
+    source: Source,
+    worker: RwLock<Arc<Worker>>,
+}
+
+impl App {
+    /// Settings from the environment, credentials from the secret (or the environment).
+    pub async fn from_env() -> Result<App, Error> {
+        let settings = Settings::from_lookup(&env_var)?;
+        let source = Source::from_lookup(&env_var).await;
+        let credentials = source.load().await?;
+        Ok(App::new(Worker::new(settings, credentials)?, source))
+    }
+
+    pub fn new(worker: Worker, source: Source) -> App {
+        App {
+            source,
+            worker: RwLock::new(Arc::new(worker)),
+        }
+    }
+
+    pub async fn worker(&self) -> Arc<Worker> {
+        self.worker.read().await.clone()
+    }
+
+    /// Runs `work`; when it met a refused credential, reads the credentials again and, if the
+    /// work `failed`, runs it once more with them.
+    async fn run<T, F, Fut>(&self, failed: fn(&T) -> bool, work: F) -> T
+    where
+        F: Fn(Arc<Worker>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let worker = self.worker().await;
+        let refusals = |w: &Worker| w.prefect.auth_failures() + w.northflank.auth_failures();
+        let before = refusals(&worker);
+        let out = work(worker.clone()).await;
+        if refusals(&worker) == before {
+            return out;
+        }
+        tracing::warn!("credentials were refused; reading them again");
+        let fresh = match self.source.load().await {
+            Ok(credentials) => {
+                Worker::new(worker.settings.clone(), credentials).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match fresh {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.worker.write().await = fresh.clone();
+                if failed(&out) { work(fresh).await } else { out }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the credentials again");
+                out
+            }
+        }
+    }
+}
 
 /// The invocation's deadline on tokio's clock.
 fn deadline(context_deadline_ms: u64) -> Instant {
@@ -27,28 +100,41 @@ fn deadline(context_deadline_ms: u64) -> Instant {
     Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
 }
 
-/// The worker both functions run, from the environment.
-pub fn worker_from_env() -> Result<Worker, Error> {
-    let settings = crate::config::Settings::from_env()?;
-    let credentials = crate::config::Credentials::from_env()?;
-    Ok(Worker::new(settings, credentials)?)
-}
-
 /// The scheduled dispatch function.
 pub async fn dispatch(
-    worker: &Worker,
+    app: &App,
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Summary, Error> {
-    let request_id = event.context.request_id.clone();
-    let span = tracing::info_span!("dispatch", request_id = %request_id, schedule = ?event.payload.resources);
-    let _enter = span.enter();
-    let summary = dispatch::invoke(worker, deadline(event.context.deadline)).await?;
+    let deadline = deadline(event.context.deadline);
+    tracing::info!(schedule = ?event.payload.resources, "dispatch invoked");
+    let summary = app
+        .run(Result::is_err, |worker| async move {
+            dispatch::invoke(&worker, deadline).await
+        })
+        .await?;
+    tracing::info!(
+        claimed = summary.claimed,
+        submitted = summary.submitted,
+        failed = summary.failed,
+        skipped = summary.skipped,
+        polls = summary.polls,
+        prefect_requests = summary.prefect_requests,
+        northflank_requests = summary.northflank_requests,
+        duration_ms = summary.duration_ms,
+        "dispatch summary"
+    );
     Ok(summary)
 }
 
 /// The webhook function, behind a Function URL (payload format 2.0).
-pub async fn webhook(worker: &Worker, request: Request) -> Result<Response<Body>, Error> {
-    let response = crate::webhook::handle(worker, request.headers(), request.body().as_ref()).await;
+pub async fn webhook(app: &App, request: Request) -> Result<Response<Body>, Error> {
+    let (headers, body) = (request.headers(), request.body().as_ref());
+    let response = app
+        .run(
+            |r: &crate::webhook::Response| r.status == 503,
+            |worker| async move { crate::webhook::handle(&worker, headers, body).await },
+        )
+        .await;
     Ok(Response::builder()
         .status(response.status)
         .header("content-type", "application/json")

@@ -10,6 +10,7 @@
 //! - [`config`]: settings (non-secret, from the environment) and credentials (secret).
 //! - [`ids`]: domain identifiers that parse instead of validate: flow-run ids, `pf-<uuid>` job
 //!   names, `<project>:<job>:<run>` infrastructure pids.
+//! - [`secrets`]: credentials from one JSON secret in AWS Secrets Manager, or the environment.
 //! - [`retry`]: the retry schedule both API clients share, bounded by a deadline.
 //! - [`http`]: what an HTTP failure looks like to both clients (status, body, `Retry-After`).
 //! - [`prefect`]: the Prefect REST client: pools, heartbeats, polling, claiming, states, logs.
@@ -37,6 +38,7 @@ pub mod pool;
 pub mod prefect;
 pub mod render;
 pub mod retry;
+pub mod secrets;
 pub mod webhook;
 pub mod worker;
 

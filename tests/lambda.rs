@@ -45,7 +45,8 @@ async fn the_dispatch_handler_runs_an_invocation_from_a_schedule_event() {
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "hang").await;
 
-    let summary = lambda::dispatch(&app.worker, schedule_event(60))
+    let lambda_app = lambda::App::new(app.worker.clone(), prefect_nf::secrets::Source::Environment);
+    let summary = lambda::dispatch(&lambda_app, schedule_event(60))
         .await
         .unwrap();
     assert_eq!((summary.polls, summary.submitted), (1, 1), "{summary:?}");
@@ -78,13 +79,14 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     let run = app.northflank_run(id).await;
     let body = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
 
-    let refused = lambda::webhook(&app.worker, function_url_request("wrong", &body))
+    let lambda_app = lambda::App::new(app.worker.clone(), prefect_nf::secrets::Source::Environment);
+    let refused = lambda::webhook(&lambda_app, function_url_request("wrong", &body))
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
     assert_eq!(app.state_type(id).await, "RUNNING");
 
-    let response = lambda::webhook(&app.worker, function_url_request(WEBHOOK_TOKEN, &body))
+    let response = lambda::webhook(&lambda_app, function_url_request(WEBHOOK_TOKEN, &body))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

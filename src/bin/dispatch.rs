@@ -1,14 +1,14 @@
 //! The scheduled dispatch Lambda: an EventBridge schedule fires it; see `prefect_nf::dispatch`.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use prefect_nf::lambda;
+use prefect_nf::lambda::{self, App};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let worker = lambda::worker_from_env()?;
+    let app = App::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        lambda::dispatch(&worker, event)
+        lambda::dispatch(&app, event)
     }))
     .await
 }

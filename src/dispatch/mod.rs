@@ -217,7 +217,22 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     summary.prefect_requests = worker.prefect.requests_sent() - p0;
     summary.northflank_requests = worker.northflank.requests_sent() - n0;
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(summary = ?summary, "dispatch invocation finished");
+    tracing::info!(
+        polls = summary.polls,
+        found = summary.found,
+        claimed = summary.claimed,
+        submitted = summary.submitted,
+        failed = summary.failed,
+        skipped = summary.skipped,
+        cancelled = summary.cancelled,
+        rescheduled = summary.rescheduled,
+        heartbeat_errors = summary.heartbeat_errors,
+        poll_errors = summary.poll_errors,
+        prefect_requests = summary.prefect_requests,
+        northflank_requests = summary.northflank_requests,
+        duration_ms = summary.duration_ms,
+        "dispatch invocation finished"
+    );
     Ok(summary)
 }
 

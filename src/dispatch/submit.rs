@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::ids::InfrastructurePid;
 use crate::northflank::launch::{Launch, launch};
@@ -48,6 +49,8 @@ pub enum SubmitError {
         error: NorthflankError,
         /// The job written for this run, to delete if the run is abandoned.
         written: Option<Box<WrittenJob>>,
+        /// The run used its own credentials rather than the worker's.
+        own_credentials: bool,
     },
 }
 
@@ -59,17 +62,43 @@ pub struct WrittenJob {
     pub job: String,
 }
 
+/// Submits one polled flow run. Every log line it causes carries the flow run's id, and, once
+/// known, the Northflank job and run (a `flow_run` span).
 pub async fn submit(worker: &Worker, pool: &WorkPool, entry: &WorkerFlowRun) -> SubmitOutcome {
     let run = &entry.flow_run;
-    let mut log = RunLog::new(run.id);
-    log.info(format!(
-        "Worker '{}' submitting flow run '{}'",
-        worker.settings.worker_name, run.id
-    ));
-    let outcome = claim_and_launch(worker, pool, run, &mut log).await;
-    tracing::info!(flow_run_id = %run.id, outcome = ?outcome, "submission finished");
-    flush(worker, &mut log).await;
-    outcome
+    let span = tracing::info_span!("flow_run", flow_run_id = %run.id, job = tracing::field::Empty, run = tracing::field::Empty);
+    async {
+        let mut log = RunLog::new(run.id);
+        log.info(format!(
+            "Worker '{}' submitting flow run '{}'",
+            worker.settings.worker_name, run.id
+        ));
+        let outcome = claim_and_launch(worker, pool, run, &mut log).await;
+        match &outcome {
+            SubmitOutcome::Submitted { pid, adopted } => {
+                tracing::info!(decision = "submitted", pid = %pid, adopted, "flow run submitted")
+            }
+            SubmitOutcome::NotClaimed { reason } => {
+                tracing::info!(decision = "not_claimed", reason = %reason, "flow run left alone")
+            }
+            SubmitOutcome::Cancelled { reason } => {
+                tracing::info!(decision = "cancelled", reason = %reason, "flow run cancelled")
+            }
+            SubmitOutcome::Crashed { reason } => {
+                tracing::warn!(decision = "crashed", reason = %reason, "flow run crashed")
+            }
+            SubmitOutcome::Rescheduled { reason } => {
+                tracing::warn!(decision = "rescheduled", reason = %reason, "flow run rescheduled")
+            }
+            SubmitOutcome::Failed { error } => {
+                tracing::warn!(decision = "failed", error = %error, "flow run not claimed: error")
+            }
+        }
+        flush(worker, &mut log).await;
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 pub(crate) async fn flush(worker: &Worker, log: &mut RunLog) {
@@ -279,6 +308,7 @@ pub async fn launch_claimed(
     )
     .await
     .map_err(|e| SubmitError::Northflank {
+        own_credentials: rendered.credentials.is_some(),
         written: e.job_written.then(|| {
             Box::new(WrittenJob {
                 client: nf.clone(),
@@ -288,6 +318,9 @@ pub async fn launch_claimed(
         }),
         error: e.source,
     })?;
+    tracing::Span::current()
+        .record("job", launched.job.as_str())
+        .record("run", launched.run.as_str());
     let pid = InfrastructurePid {
         project: rendered.project_id.clone(),
         job: launched.job.clone(),
@@ -343,6 +376,7 @@ fn northflank_for(worker: &Worker, rendered: &Rendered) -> Result<NorthflankClie
             .map_err(|error| SubmitError::Northflank {
                 error,
                 written: None,
+                own_credentials: true,
             }),
     }
 }
@@ -366,22 +400,16 @@ async fn abandon(
             Err(e) => log.warn(format!("Could not delete Northflank job '{}': {e}", w.job)),
         }
     }
-    if let SubmitError::Northflank {
-        error: nf_error, ..
-    } = &error
-        && nf_error.is_rate_limited()
-    {
-        let wait = crate::retry::Transient::retry_after(nf_error)
-            .unwrap_or(std::time::Duration::from_secs(60));
-        let reason = format!(
-            "Northflank's API rate limit is exhausted; the flow run will be submitted again after {}s",
-            wait.as_secs()
-        );
+    if let Some((reason, wait)) = temporary(&error) {
         log.warn(reason.clone());
         let at =
             Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-        let proposal = Proposal::awaiting_retry(at, &reason);
-        if worker.prefect.set_state(run.id, &proposal).await.is_ok() {
+        if worker
+            .prefect
+            .set_state(run.id, &Proposal::awaiting_retry(at, &reason))
+            .await
+            .is_ok()
+        {
             return SubmitOutcome::Rescheduled { reason };
         }
     }
@@ -392,6 +420,37 @@ async fn abandon(
     ));
     crash(worker, run, &message, log).await;
     SubmitOutcome::Crashed { reason: message }
+}
+
+/// Failures that say nothing about the run itself, with when to try again: Northflank's rate
+/// limit, and Northflank refusing the worker's own token (rotated; the next invocation reads the
+/// secret again). A run's own token being refused is its configuration's fault: not temporary.
+fn temporary(error: &SubmitError) -> Option<(String, std::time::Duration)> {
+    let SubmitError::Northflank {
+        error,
+        own_credentials,
+        ..
+    } = error
+    else {
+        return None;
+    };
+    if error.is_rate_limited() {
+        let wait = crate::retry::Transient::retry_after(error)
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let reason = format!(
+            "Northflank's API rate limit is exhausted; the flow run will be submitted again after {}s",
+            wait.as_secs()
+        );
+        return Some((reason, wait));
+    }
+    if error.is_auth() && !own_credentials {
+        let reason = format!(
+            "Northflank refused the worker's API token ({}); the flow run will be submitted again after the worker reads its credentials again",
+            error.user_message()
+        );
+        return Some((reason, std::time::Duration::from_secs(60)));
+    }
+    None
 }
 
 pub(crate) async fn crash(worker: &Worker, run: &FlowRun, message: &str, log: &mut RunLog) {

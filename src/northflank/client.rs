@@ -74,6 +74,11 @@ impl NorthflankError {
         }
     }
 
+    /// The token was refused (missing, wrong, rotated, or lacking a permission).
+    pub fn is_auth(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+
     /// Rate limited: nothing was applied, and the answer says when to come back.
     pub fn is_rate_limited(&self) -> bool {
         self.status() == Some(429)
@@ -129,6 +134,8 @@ struct Inner {
     token: Secret,
     policy: RetryPolicy,
     requests: AtomicU64,
+    /// Answers 401 or 403: the credentials may have been rotated.
+    auth_failures: AtomicU64,
     rate: Mutex<RateLimit>,
 }
 
@@ -162,6 +169,7 @@ impl NorthflankClient {
                 token,
                 policy,
                 requests: AtomicU64::new(0),
+                auth_failures: AtomicU64::new(0),
                 rate: Mutex::new(RateLimit::default()),
             }),
             deadline: None,
@@ -189,6 +197,11 @@ impl NorthflankClient {
 
     pub fn requests_sent(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Answers 401 or 403 so far: a signal to read the credentials again.
+    pub fn auth_failures(&self) -> u64 {
+        self.inner.auth_failures.load(Ordering::Relaxed)
     }
 
     /// The rate-limit headers of the latest answer.
@@ -240,6 +253,9 @@ impl NorthflankClient {
         // The docs answer every success with exactly 200; accept any 2xx all the same.
         if status.is_success() {
             return Ok(bytes);
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            self.inner.auth_failures.fetch_add(1, Ordering::Relaxed);
         }
         let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let error = &envelope["error"];

@@ -88,6 +88,8 @@ struct Inner {
     worker_name: String,
     policy: RetryPolicy,
     requests: AtomicU64,
+    /// Answers 401 or 403: the credentials may have been rotated.
+    auth_failures: AtomicU64,
     /// `(client id, token)` once a server has asked for CSRF tokens.
     csrf: Mutex<Option<(Uuid, String)>>,
 }
@@ -118,6 +120,7 @@ impl PrefectClient {
                 worker_name: worker_name.to_string(),
                 policy: RetryPolicy::new(retry_base),
                 requests: AtomicU64::new(0),
+                auth_failures: AtomicU64::new(0),
                 csrf: Mutex::new(None),
             }),
             deadline: None,
@@ -144,6 +147,11 @@ impl PrefectClient {
     /// Requests sent so far (retries included), for summaries and benchmarks.
     pub fn requests_sent(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Answers 401 or 403 so far: a signal to read the credentials again.
+    pub fn auth_failures(&self) -> u64 {
+        self.inner.auth_failures.load(Ordering::Relaxed)
     }
 
     pub(super) fn url(&self, segments: &[&str]) -> Url {
@@ -196,11 +204,15 @@ impl PrefectClient {
         if status.is_success() {
             return Ok((status, bytes));
         }
+        let detail = detail(&bytes);
+        if matches!(status.as_u16(), 401 | 403) && !detail.contains("CSRF") {
+            self.inner.auth_failures.fetch_add(1, Ordering::Relaxed);
+        }
         Err(PrefectError::Status {
             method: method.clone(),
             path,
             status: status.as_u16(),
-            detail: detail(&bytes),
+            detail,
             retry_after,
         })
     }

@@ -3,6 +3,7 @@
 //! second, so a failed cleanup never leaves a wrong state behind.
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::decide::{Facts, RunView, Transition, decide};
 use crate::dispatch::submit::flush;
@@ -43,7 +44,19 @@ pub enum SettleError {
     Credentials(String),
 }
 
+/// Settles one flow run; every log line it causes carries the flow run, job and run.
 pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settled, SettleError> {
+    let job = JobName::for_flow_run(id).to_string();
+    let span =
+        tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
+    settle_in_span(worker, id, hint).instrument(span).await
+}
+
+async fn settle_in_span(
+    worker: &Worker,
+    id: FlowRunId,
+    hint: &Hint,
+) -> Result<Settled, SettleError> {
     let flow_run = worker.prefect.read_flow_run(id).await?;
     let job = JobName::for_flow_run(id).to_string();
     let pid = flow_run
@@ -83,6 +96,9 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
             .max_by_key(|r| r.started_at)
             .map(|r| r.id),
     };
+    if let Some(run) = &run_id {
+        tracing::Span::current().record("run", run.as_str());
+    }
     let run = match &run_id {
         Some(run) => nf.get_run(&project, &job, run).await?,
         None => None,
@@ -136,7 +152,7 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
     if flow_run.is_some() {
         flush(worker, &mut log).await;
     }
-    tracing::info!(flow_run_id = %id, job = %job, run = ?run_id, action, job_deleted, "settled");
+    tracing::info!(decision = action, job_deleted, "settled");
     Ok(settled(
         action,
         job_deleted,

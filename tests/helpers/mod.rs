@@ -376,3 +376,30 @@ pub fn worker_for(api: &str, pool: &str, northflank: &str, name: &str) -> Worker
     };
     Worker::new(settings, credentials).expect("worker")
 }
+
+/// A Secrets Manager client for moto's server, started by scripts/test.
+pub fn moto_client() -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
+    let endpoint = std::env::var("PFNF_TEST_MOTO_URL")
+        .expect("PFNF_TEST_MOTO_URL is not set: run the tests through scripts/test");
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(AwsCredentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// Creates a secret with a unique name and returns its ARN.
+pub async fn put_secret(client: &aws_sdk_secretsmanager::Client, value: &Value) -> String {
+    let name = format!("prefect-nf/test-{}", Uuid::new_v4().simple());
+    let created = client
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .expect("moto creates the secret");
+    created.arn().unwrap().to_string()
+}
