@@ -84,6 +84,14 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The variables credentials are read from when they do not come from a secret.
+    pub const VARIABLES: [&str; 4] = [
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "NORTHFLANK_API_TOKEN",
+        "PFNF_WEBHOOK_TOKEN",
+    ];
+
     /// Reads `PREFECT_API_KEY` / `PREFECT_API_AUTH_STRING`, `NORTHFLANK_API_TOKEN` and
     /// `PFNF_WEBHOOK_TOKEN`.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -240,6 +248,34 @@ impl Settings {
     }
 }
 
+/// Parses a settings file of `KEY=VALUE` lines (the variables this page documents): blank lines
+/// and `#` comments are skipped, an `export ` prefix and matching quotes around the value are
+/// dropped. The local worker reads it with `--env-file`; the environment wins over it.
+pub fn parse_env_file(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut values = std::collections::BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("line {}: {key:?} is not a variable name", n + 1));
+        }
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| value.strip_prefix(*a)?.strip_suffix(*b))
+            .unwrap_or(value);
+        values.insert(key.to_string(), unquoted.to_string());
+    }
+    Ok(values)
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -329,6 +365,28 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("cannot contain '/'"));
+    }
+
+    #[test]
+    fn env_files_are_key_value_lines() {
+        let values = parse_env_file(
+            "# settings\nPFNF_WORK_POOL=nf\nexport PREFECT_API_URL=\"http://x/api\"\n\nA='b=c'\n",
+        )
+        .unwrap();
+        assert_eq!(values.get("PFNF_WORK_POOL").map(String::as_str), Some("nf"));
+        assert_eq!(
+            values.get("PREFECT_API_URL").map(String::as_str),
+            Some("http://x/api")
+        );
+        assert_eq!(values.get("A").map(String::as_str), Some("b=c"));
+        assert_eq!(
+            parse_env_file("A=1\nnonsense").unwrap_err(),
+            "line 2: expected KEY=VALUE"
+        );
+        assert_eq!(
+            parse_env_file("A B=1").unwrap_err(),
+            "line 1: \"A B\" is not a variable name"
+        );
     }
 
     #[test]

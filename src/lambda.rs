@@ -90,14 +90,30 @@ impl App {
     }
 }
 
+/// The longest a Lambda invocation can run.
+const LAMBDA_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// Time left in the invocation, from `Lambda-Runtime-Deadline-Ms`: Unix milliseconds in AWS. Local
+/// runtime emulators are known to send other things (cargo-lambda 1.9.2 sends the timeout itself,
+/// e.g. 600000), so a value that cannot be a deadline from this era counts as a relative
+/// timeout, and nothing is allowed past Lambda's 15-minute maximum.
+fn time_left(context_deadline_ms: u64, now_ms: u64) -> Duration {
+    const AN_HOUR_MS: u64 = 3_600_000;
+    let left = if context_deadline_ms + AN_HOUR_MS < now_ms {
+        Duration::from_millis(context_deadline_ms)
+    } else {
+        Duration::from_millis(context_deadline_ms.saturating_sub(now_ms))
+    };
+    left.min(LAMBDA_MAX)
+}
+
 /// The invocation's deadline on tokio's clock.
 fn deadline(context_deadline_ms: u64) -> Instant {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let left = Duration::from_millis(context_deadline_ms.saturating_sub(now_ms));
-    Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
+    Instant::now() + time_left(context_deadline_ms, now_ms).saturating_sub(DEADLINE_MARGIN)
 }
 
 /// The scheduled dispatch function.
@@ -106,7 +122,10 @@ pub async fn dispatch(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Summary, Error> {
     let deadline = deadline(event.context.deadline);
-    tracing::info!(schedule = ?event.payload.resources, "dispatch invoked");
+    let seconds_left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs_f64();
+    tracing::info!(schedule = ?event.payload.resources, seconds_left, "dispatch invoked");
     let summary = app
         .run(Result::is_err, |worker| async move {
             dispatch::invoke(&worker, deadline).await
@@ -139,4 +158,30 @@ pub async fn webhook(app: &App, request: Request) -> Result<Response<Body>, Erro
         .status(response.status)
         .header("content-type", "application/json")
         .body(Body::from(response.body.to_string()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_deadline_header_defensively() {
+        let now = 1_795_774_070_896;
+        assert_eq!(
+            time_left(now + 90_000, now),
+            Duration::from_secs(90),
+            "AWS: Unix milliseconds"
+        );
+        assert_eq!(time_left(now - 500, now), Duration::ZERO, "already past");
+        assert_eq!(
+            time_left(600_000, now),
+            Duration::from_secs(600),
+            "cargo-lambda: the timeout itself"
+        );
+        assert_eq!(
+            time_left(now + 86_400_000, now),
+            LAMBDA_MAX,
+            "never past Lambda's maximum"
+        );
+    }
 }

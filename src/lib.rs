@@ -17,6 +17,7 @@
 //! - [`northflank`]: the Northflank REST client: jobs, runs, notification integrations, rate limits.
 //! - [`render`]: turns a pool's base job template and job variables into the exact Northflank
 //!   create-job and start-run bodies.
+//! - [`integration`]: registering the webhook as a Northflank notification integration.
 //! - [`pool`]: creating the `northflank` work pool with this worker's base job template.
 //! - [`dispatch`]: one scheduled invocation: heartbeat, poll, claim, submit. Each flow run is
 //!   submitted by a step that returns an outcome tests can drive.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod ids;
+pub mod integration;
 pub mod lambda;
 pub mod local;
 pub mod northflank;

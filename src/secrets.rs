@@ -5,6 +5,8 @@
 //! authentication failure (a rotated token). Errors name the key and the rule, never a value.
 //! Without `PFNF_SECRET_ID`, the same credentials come from the environment (local mode).
 
+use std::collections::BTreeMap;
+
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde_json::Value;
 
@@ -83,7 +85,9 @@ pub fn parse(id: &str, text: &str) -> Result<Credentials, SecretError> {
 
 /// Where the credentials come from.
 pub enum Source {
-    Environment,
+    /// The credential variables (`Credentials::VARIABLES`) as read when the worker started,
+    /// from the environment or a file.
+    Values(BTreeMap<String, String>),
     SecretsManager {
         client: aws_sdk_secretsmanager::Client,
         id: String,
@@ -91,11 +95,25 @@ pub enum Source {
 }
 
 impl Source {
+    /// The credential variables of the process environment.
+    pub fn environment() -> Source {
+        Self::values(&|k| std::env::var(k).ok())
+    }
+
+    fn values(get: &dyn Fn(&str) -> Option<String>) -> Source {
+        Source::Values(
+            Credentials::VARIABLES
+                .iter()
+                .filter_map(|k| Some((k.to_string(), get(k)?)))
+                .collect(),
+        )
+    }
+
     /// Secrets Manager when `PFNF_SECRET_ID` is set (the SDK's usual configuration, including
-    /// `AWS_ENDPOINT_URL`, applies), else the environment.
+    /// `AWS_ENDPOINT_URL`, applies), else the credential variables `get` finds.
     pub async fn from_lookup(get: &(dyn Fn(&str) -> Option<String> + Sync)) -> Source {
         match get(SECRET_ID_VAR).filter(|id| !id.is_empty()) {
-            None => Source::Environment,
+            None => Self::values(get),
             Some(id) => {
                 let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 Source::SecretsManager {
@@ -108,7 +126,7 @@ impl Source {
 
     pub async fn load(&self) -> Result<Credentials, SecretError> {
         match self {
-            Source::Environment => Ok(Credentials::from_env()?),
+            Source::Values(values) => Ok(Credentials::from_lookup(&|k| values.get(k).cloned())?),
             Source::SecretsManager { client, id } => {
                 let answer = client
                     .get_secret_value()

@@ -169,3 +169,67 @@ async fn render_reads_the_pool_and_the_deployment_from_the_server() {
         "hello-northflank"
     );
 }
+
+/// `webhook register` creates the integration, updates it when run again, and the integration
+/// it leaves delivers job-run events the webhook accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_register_is_idempotent_and_its_integration_delivers() {
+    let app = TestApp::spawn_with(helpers::Options {
+        register_webhook: false,
+        ..Default::default()
+    })
+    .await;
+    let env_file = std::env::temp_dir().join(format!(
+        "pfnf-register-{}.env",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &env_file,
+        format!(
+            "# credentials for the emulator\nNORTHFLANK_API_URL={}\nNORTHFLANK_API_TOKEN={}\nPFNF_WEBHOOK_TOKEN='{}'\n",
+            app.emulator.base_url(),
+            helpers::NF_TOKEN,
+            helpers::WEBHOOK_TOKEN
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "webhook",
+        "register",
+        "--url",
+        &app.webhook_url,
+        "--project-id",
+        &app.project,
+    ];
+    let first = prefect_nf(&args, &[]).await;
+    assert!(
+        String::from_utf8_lossy(&first.stdout).starts_with("created"),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = prefect_nf(&args, &[]).await;
+    assert!(
+        String::from_utf8_lossy(&second.stdout).starts_with("updated"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let integrations = app.emulator.snapshot().integrations;
+    assert_eq!(integrations.len(), 1);
+    let i = &integrations[0].integration;
+    assert_eq!(
+        (i.id.as_str(), i.kind.as_str(), i.restricted),
+        ("prefect-nf", "RAW_WEBHOOK", true)
+    );
+    assert_eq!(i.projects, vec![app.project.clone()]);
+    assert_eq!(i.events.values().filter(|on| **on).count(), 5);
+    assert!(integrations[0].has_secret);
+
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "crash:0.1").await;
+    assert_eq!(app.dispatch_once().await.submitted, 1);
+    app.wait_for_state(id, &["CRASHED"], std::time::Duration::from_secs(15))
+        .await;
+}

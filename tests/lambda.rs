@@ -45,7 +45,10 @@ async fn the_dispatch_handler_runs_an_invocation_from_a_schedule_event() {
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "hang").await;
 
-    let lambda_app = lambda::App::new(app.worker.clone(), prefect_nf::secrets::Source::Environment);
+    let lambda_app = lambda::App::new(
+        app.worker.clone(),
+        prefect_nf::secrets::Source::environment(),
+    );
     let summary = lambda::dispatch(&lambda_app, schedule_event(60))
         .await
         .unwrap();
@@ -79,7 +82,10 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     let run = app.northflank_run(id).await;
     let body = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
 
-    let lambda_app = lambda::App::new(app.worker.clone(), prefect_nf::secrets::Source::Environment);
+    let lambda_app = lambda::App::new(
+        app.worker.clone(),
+        prefect_nf::secrets::Source::environment(),
+    );
     let refused = lambda::webhook(&lambda_app, function_url_request("wrong", &body))
         .await
         .unwrap();

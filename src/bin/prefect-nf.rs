@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use prefect_nf::config::{Credentials, PrefectAuth, Settings};
+use std::collections::BTreeMap;
+
+use prefect_nf::config::{Credentials, PrefectAuth, Settings, parse_env_file};
+use prefect_nf::integration::{self, RegisterAction, Registration};
+use prefect_nf::northflank::NorthflankClient;
 use prefect_nf::prefect::PrefectClient;
 use prefect_nf::render::RunFacts;
 use prefect_nf::render::dry_run::{self, DryRun, Offline, Stage};
+use prefect_nf::secrets::Source;
 use prefect_nf::{dispatch, local, pool, worker::Worker};
 use serde_json::{Map, Value};
 
@@ -20,6 +25,10 @@ use serde_json::{Map, Value};
     about = "Serverless Prefect 3 worker for Northflank"
 )]
 struct Cli {
+    /// Read settings (KEY=VALUE lines, the same names as the environment) from this file; the
+    /// environment wins over it.
+    #[arg(long, global = true)]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +51,11 @@ enum Command {
     WorkPool {
         #[command(subcommand)]
         action: PoolCommand,
+    },
+    /// Manage the Northflank notification integration that calls the webhook.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookCommand,
     },
     /// Print exactly what dispatch would send to Northflank for a flow run (secrets redacted),
     /// or with `--stage config` the job configuration after Prefect's templating. Uses
@@ -96,6 +110,22 @@ enum PoolCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Create or update (found by name) a RAW_WEBHOOK integration for the project's job-run
+    /// events, with the webhook token from the credentials (PFNF_SECRET_ID or the environment).
+    Register {
+        /// The webhook's URL: the stack's WebhookUrl output, or the local worker's address.
+        #[arg(long)]
+        url: String,
+        /// The Northflank project whose job runs are reported.
+        #[arg(long)]
+        project_id: String,
+        #[arg(long, default_value = "prefect-nf")]
+        name: String,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum StageArg {
     Config,
@@ -129,30 +159,55 @@ async fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn worker() -> Result<Worker, Error> {
-    Ok(Worker::new(
-        Settings::from_env()?,
-        Credentials::from_env()?,
-    )?)
-}
+/// Settings from the environment, then the `--env-file`.
+struct Env(BTreeMap<String, String>);
 
-fn auth() -> PrefectAuth {
-    PrefectAuth::from_parts(
-        std::env::var("PREFECT_API_KEY").ok(),
-        std::env::var("PREFECT_API_AUTH_STRING").ok(),
-    )
-}
+impl Env {
+    fn load(file: Option<&PathBuf>) -> Result<Env, Error> {
+        let Some(path) = file else {
+            return Ok(Env(BTreeMap::new()));
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+        Ok(Env(parse_env_file(&text).map_err(|e| {
+            format!("--env-file {}: {e}", path.display())
+        })?))
+    }
 
-/// A Prefect client for the setup commands, which need no Northflank credentials.
-fn prefect() -> Result<PrefectClient, Error> {
-    let api =
-        std::env::var("PREFECT_API_URL").map_err(|_| "PREFECT_API_URL is required but not set")?;
-    Ok(PrefectClient::new(
-        &api,
-        auth(),
-        "prefect-nf-cli",
-        Duration::from_secs(2),
-    )?)
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.0.get(name).cloned())
+    }
+
+    async fn credentials(&self) -> Result<Credentials, Error> {
+        Ok(Source::from_lookup(&|k| self.get(k)).await.load().await?)
+    }
+
+    async fn worker(&self) -> Result<Worker, Error> {
+        let settings = Settings::from_lookup(&|k| self.get(k))?;
+        Ok(Worker::new(settings, self.credentials().await?)?)
+    }
+
+    fn auth(&self) -> PrefectAuth {
+        PrefectAuth::from_parts(
+            self.get("PREFECT_API_KEY"),
+            self.get("PREFECT_API_AUTH_STRING"),
+        )
+    }
+
+    /// A Prefect client for the setup commands, which need no Northflank credentials.
+    fn prefect(&self) -> Result<PrefectClient, Error> {
+        let api = self
+            .get("PREFECT_API_URL")
+            .ok_or("PREFECT_API_URL is required but not set")?;
+        Ok(PrefectClient::new(
+            &api,
+            self.auth(),
+            "prefect-nf-cli",
+            Duration::from_secs(2),
+        )?)
+    }
 }
 
 /// A JSON object from inline JSON or a file, naming the flag in every error.
@@ -170,9 +225,10 @@ fn json_object(flag: &str, value: &str) -> Result<Map<String, Value>, Error> {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    let env = Env::load(cli.env_file.as_ref())?;
     match cli.command {
         Command::Local { bind } => {
-            let worker = worker()?;
+            let worker = env.worker().await?;
             let listener = tokio::net::TcpListener::bind(bind).await?;
             tracing::info!(address = %listener.local_addr()?, path = local::WEBHOOK_PATH, pool = %worker.settings.work_pool, "local worker running");
             local::run(worker, listener, async {
@@ -182,10 +238,42 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Dispatch { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-            let summary = dispatch::invoke(&worker()?, deadline).await?;
+            let summary = dispatch::invoke(&env.worker().await?, deadline).await?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
-        Command::WorkPool { action } => pool_command(action).await?,
+        Command::WorkPool { action } => pool_command(&env, action).await?,
+        Command::Webhook {
+            action:
+                WebhookCommand::Register {
+                    url,
+                    project_id,
+                    name,
+                },
+        } => {
+            let credentials = env.credentials().await?;
+            let base = env
+                .get("NORTHFLANK_API_URL")
+                .unwrap_or_else(|| "https://api.northflank.com".into());
+            let nf = NorthflankClient::new(
+                &base,
+                credentials.northflank_token.clone(),
+                Duration::from_secs(2),
+            )?;
+            let registration = Registration {
+                name: &name,
+                url: &url,
+                project: &project_id,
+                token: credentials.webhook_token.expose(),
+            };
+            match integration::register(&nf, &registration).await? {
+                RegisterAction::Created => println!(
+                    "created notification integration '{name}' for project '{project_id}' → {url}"
+                ),
+                RegisterAction::Updated => println!(
+                    "updated notification integration '{name}' for project '{project_id}' → {url}"
+                ),
+            }
+        }
         Command::Render {
             pool,
             template,
@@ -194,9 +282,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             flow_run_variables,
             stage,
         } => {
-            let client = std::env::var("PREFECT_API_URL")
-                .ok()
-                .map(|_| prefect())
+            let client = env
+                .get("PREFECT_API_URL")
+                .map(|_| env.prefect())
                 .transpose()?;
             let api = || {
                 client
@@ -222,11 +310,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 flow_name: "flow".into(),
                 deployment_id: None,
                 deployment_name: None,
-                worker_name: std::env::var("PFNF_WORKER_NAME")
-                    .unwrap_or_else(|_| "prefect-nf".into()),
-                api_url: std::env::var("PREFECT_API_URL")
-                    .unwrap_or_else(|_| "http://127.0.0.1:4200/api".into()),
-                auth: auth(),
+                worker_name: env
+                    .get("PFNF_WORKER_NAME")
+                    .unwrap_or_else(|| "prefect-nf".into()),
+                api_url: env
+                    .get("PREFECT_API_URL")
+                    .unwrap_or_else(|| "http://127.0.0.1:4200/api".into()),
+                auth: env.auth(),
             };
             let deployment_variables = match (deployment, deployment_variables) {
                 (Some(name), _) => {
@@ -268,7 +358,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
-async fn pool_command(action: PoolCommand) -> Result<(), Error> {
+async fn pool_command(env: &Env, action: PoolCommand) -> Result<(), Error> {
     match action {
         PoolCommand::Create {
             name,
@@ -276,7 +366,7 @@ async fn pool_command(action: PoolCommand) -> Result<(), Error> {
             description,
         } => {
             match pool::create(
-                &prefect()?,
+                &env.prefect()?,
                 &name,
                 project_id.as_deref(),
                 description.as_deref(),
@@ -293,7 +383,7 @@ async fn pool_command(action: PoolCommand) -> Result<(), Error> {
             }
         }
         PoolCommand::Update { name, project_id } => {
-            match pool::update(&prefect()?, &name, project_id.as_deref()).await? {
+            match pool::update(&env.prefect()?, &name, project_id.as_deref()).await? {
                 pool::PoolAction::Unchanged => {
                     println!("work pool '{name}' already has this template")
                 }

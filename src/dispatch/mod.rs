@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::ids::FlowRunId;
 use crate::prefect::PrefectError;
@@ -174,21 +175,24 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
                         permits.clone(),
                         in_flight.clone(),
                     );
-                    tasks.spawn(async move {
-                        let outcome = match permits.acquire().await {
-                            Ok(_permit) if Instant::now() + SUBMIT_RESERVE <= deadline => {
-                                submit(&worker, &pool, &entry).await
-                            }
-                            _ => SubmitOutcome::NotClaimed {
-                                reason: "no time left in this invocation".into(),
-                            },
-                        };
-                        in_flight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
-                        outcome
-                    });
+                    tasks.spawn(
+                        async move {
+                            let outcome = match permits.acquire().await {
+                                Ok(_permit) if Instant::now() + SUBMIT_RESERVE <= deadline => {
+                                    submit(&worker, &pool, &entry).await
+                                }
+                                _ => SubmitOutcome::NotClaimed {
+                                    reason: "no time left in this invocation".into(),
+                                },
+                            };
+                            in_flight
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&id);
+                            outcome
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
                 }
             }
             Err(e) => {

@@ -396,6 +396,40 @@ impl NorthflankClient {
             .await
     }
 
+    pub async fn get_notification_integration(&self, id: &str) -> Result<Option<Value>> {
+        match self
+            .data(
+                Method::GET,
+                &["v1", "integrations", "notifications", id],
+                None,
+            )
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create_notification_integration(&self, body: &Value) -> Result<Value> {
+        self.data(
+            Method::POST,
+            &["v1", "integrations", "notifications"],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Updates an integration (Northflank updates with `POST` to the integration's path).
+    pub async fn update_notification_integration(&self, id: &str, body: &Value) -> Result<Value> {
+        self.data(
+            Method::POST,
+            &["v1", "integrations", "notifications", id],
+            Some(body),
+        )
+        .await
+    }
+
     /// Aborts a run. A run that has already concluded or is gone answers 4xx; that is not an
     /// error for a caller that only wants it stopped, so the run is read back to tell.
     pub async fn abort_run(&self, project: &str, job: &str, run: &str) -> Result<()> {
