@@ -123,3 +123,16 @@ start_test_servers() {
   export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_HOME="$RUN_DIR/prefect"
   export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$auth_port/api" PFNF_TEST_AUTH_STRING="$auth"
 }
+
+# `cargo lambda build --release --arm64` (zig links for arm64), then the artifact sizes.
+build_lambda_release() {
+  if ! rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$'; then
+    rustup target add aarch64-unknown-linux-gnu
+  fi
+  cargo lambda build --release --arm64 --bin dispatch --bin webhook
+  local bin
+  for bin in dispatch webhook; do
+    printf '%s: %s bytes (%s)\n' "$bin" "$(stat -c %s "target/lambda/$bin/bootstrap")" \
+      "$(file -b "target/lambda/$bin/bootstrap" | cut -d, -f1-2)"
+  done
+}
