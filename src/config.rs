@@ -146,6 +146,29 @@ pub struct Settings {
     pub webhook_max_body: usize,
     /// `PFNF_RETRY_BASE_MS`: the first retry delay of both API clients (default 2000, doubling).
     pub retry_base: Duration,
+    /// `PFNF_RESUME_AFTER` seconds: a claimed run still without infrastructure this long after
+    /// its last PENDING state lost its submitter, and is resumed (default 120: longer than any
+    /// invocation).
+    pub resume_after: Duration,
+    /// `PFNF_GIVE_UP_AFTER` seconds: a run that could not be resumed by then is Crashed (default
+    /// 900; with a one-minute schedule, about 13 attempts).
+    pub give_up_after: Duration,
+    /// `PFNF_CHECK_AFTER` seconds: a PENDING or RUNNING run is first checked against Northflank
+    /// this long after its last state change, in case a notification was lost; later checks
+    /// space out as the run ages (default 120).
+    pub check_after: Duration,
+    /// `PFNF_CANCEL_GRACE` seconds: a started run still CANCELLING this long (its runner did not
+    /// stop it) has its Northflank run aborted (default 120).
+    pub cancel_grace: Duration,
+    /// `PFNF_RECONCILE_SHARE`: the largest share of Northflank's remaining rate limit one
+    /// invocation spends on reconciliation (default 0.2).
+    pub reconcile_share: f64,
+    /// `PFNF_RECONCILE_MAX`: the most Northflank requests one invocation spends on
+    /// reconciliation (default 40).
+    pub reconcile_max: u32,
+    /// `PFNF_PROJECTS`: more Northflank projects to sweep for leftover jobs, beyond the pool's
+    /// default project and those of active runs (comma-separated).
+    pub projects: Vec<String>,
 }
 
 impl Settings {
@@ -165,6 +188,13 @@ impl Settings {
             northflank_api_url: "https://api.northflank.com".to_string(),
             webhook_max_body: 256 * 1024,
             retry_base: Duration::from_secs(2),
+            resume_after: Duration::from_secs(120),
+            give_up_after: Duration::from_secs(900),
+            check_after: Duration::from_secs(120),
+            cancel_grace: Duration::from_secs(120),
+            reconcile_share: 0.2,
+            reconcile_max: 40,
+            projects: Vec::new(),
         }
     }
 
@@ -239,6 +269,39 @@ impl Settings {
         }
         if let Some(n) = number(get, "PFNF_RETRY_BASE_MS")? {
             s.retry_base = Duration::from_millis(n);
+        }
+        for (var, field) in [
+            ("PFNF_RESUME_AFTER", &mut s.resume_after),
+            ("PFNF_GIVE_UP_AFTER", &mut s.give_up_after),
+            ("PFNF_CHECK_AFTER", &mut s.check_after),
+            ("PFNF_CANCEL_GRACE", &mut s.cancel_grace),
+        ] {
+            if let Some(d) = seconds(get, var)? {
+                *field = d;
+            }
+        }
+        if let Some(v) = get("PFNF_RECONCILE_SHARE").filter(|v| !v.trim().is_empty()) {
+            s.reconcile_share = match v.trim().parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => x,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "PFNF_RECONCILE_SHARE",
+                        value: v,
+                        rule: "must be a number from 0 to 1",
+                    });
+                }
+            };
+        }
+        if let Some(n) = number(get, "PFNF_RECONCILE_MAX")? {
+            s.reconcile_max = n.min(u64::from(u32::MAX)) as u32;
+        }
+        if let Some(p) = get("PFNF_PROJECTS") {
+            s.projects = p
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
         }
         Ok(s)
     }

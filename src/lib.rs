@@ -21,6 +21,8 @@
 //! - [`pool`]: creating the `northflank` work pool with this worker's base job template.
 //! - [`dispatch`]: one scheduled invocation: heartbeat, poll, claim, submit. Each flow run is
 //!   submitted by a step that returns an outcome tests can drive.
+//! - [`reconcile`]: once per invocation, what lost notifications and interrupted submitters
+//!   left undone: cancellations, resumed submissions, unsettled runs, leftover jobs.
 //! - [`webhook`]: a Northflank job-run notification in, a Prefect state and a job cleanup out.
 //!   The decision itself is a pure function of the facts gathered.
 //! - [`local`]: the long-running local worker: dispatch ticks plus the webhook on an HTTP port.
@@ -38,6 +40,7 @@ pub mod local;
 pub mod northflank;
 pub mod pool;
 pub mod prefect;
+pub mod reconcile;
 pub mod render;
 pub mod retry;
 pub mod secrets;

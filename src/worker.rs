@@ -1,8 +1,11 @@
 //! What both steps share: settings, credentials and the two API clients.
 
+use std::sync::{Arc, Mutex};
+
 use crate::config::{Credentials, Settings};
 use crate::northflank::{NorthflankClient, NorthflankError};
 use crate::prefect::{PrefectClient, PrefectError};
+use crate::reconcile::Memory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -18,6 +21,8 @@ pub struct Worker {
     pub credentials: Credentials,
     pub prefect: PrefectClient,
     pub northflank: NorthflankClient,
+    /// What reconciliation remembers between invocations of this process.
+    pub memory: Arc<Mutex<Memory>>,
 }
 
 impl Worker {
@@ -38,6 +43,7 @@ impl Worker {
             credentials,
             prefect,
             northflank,
+            memory: Arc::default(),
         })
     }
 
@@ -48,6 +54,7 @@ impl Worker {
             credentials: self.credentials.clone(),
             prefect: self.prefect.with_deadline(deadline),
             northflank: self.northflank.with_deadline(deadline),
+            memory: self.memory.clone(),
         }
     }
 }

@@ -170,7 +170,10 @@ async fn both_functions_work_under_the_lambda_runtime() {
         .find(|l| l["fields"]["decision"] == "submitted")
         .unwrap_or_else(|| panic!("no structured submission line in:\n{log}"));
     // The invocation's span (with the request id) encloses the flow run's span.
-    assert!(submitted["spans"][0]["requestId"].is_string(), "{submitted}");
+    assert!(
+        submitted["spans"][0]["requestId"].is_string(),
+        "{submitted}"
+    );
     assert_eq!(
         submitted["span"]["flow_run_id"],
         id.to_string(),

@@ -126,6 +126,9 @@ pub struct Faults {
     /// The handler runs and changes state, but the answer is a 502 (a lost response).
     pub api_5xx_after_pct: f64,
     pub retry_after_secs: u64,
+    /// Starting a run (`POST …/runs`) with this bearer token never gets an answer: models a
+    /// worker that dies between writing a job and starting its run.
+    pub stall_run_starts_token: Option<String>,
 }
 
 impl Default for Faults {
@@ -141,6 +144,7 @@ impl Default for Faults {
             api_429_pct: 0.0,
             api_5xx_after_pct: 0.0,
             retry_after_secs: 1,
+            stall_run_starts_token: None,
         }
     }
 }

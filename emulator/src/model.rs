@@ -186,6 +186,8 @@ pub struct Counters {
     pub jobs_updated: u64,
     pub jobs_deleted: u64,
     pub runs_started: u64,
+    /// Runs started per job id, kept after the job is deleted (for exactly-once checks).
+    pub runs_started_by_job: BTreeMap<String, u64>,
     pub runs_succeeded: u64,
     pub runs_failed: u64,
     pub runs_aborted: u64,

@@ -56,6 +56,8 @@ pub struct Summary {
     pub prefect_requests: u64,
     pub northflank_requests: u64,
     pub duration_ms: u64,
+    /// What reconciliation did in this invocation.
+    pub reconcile: crate::reconcile::Report,
 }
 
 impl Summary {
@@ -137,6 +139,17 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     let permits = Arc::new(Semaphore::new(s.max_concurrency));
     let in_flight: Arc<Mutex<HashSet<FlowRunId>>> = Arc::default();
     let mut tasks: JoinSet<SubmitOutcome> = JoinSet::new();
+    // Reconciliation runs beside the polls, so the polls stay on time.
+    let reconciling = {
+        let (worker, pool) = (worker.clone(), pool.clone());
+        let until = deadline
+            .checked_sub(Duration::from_secs(3))
+            .unwrap_or(deadline);
+        tokio::spawn(
+            async move { crate::reconcile::reconcile(&worker, &pool, until).await }
+                .instrument(tracing::Span::current()),
+        )
+    };
 
     loop {
         let tick = Instant::now();
@@ -214,6 +227,11 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     }
     while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         record(&mut summary, done);
+    }
+    match tokio::time::timeout_at(deadline, reconciling).await {
+        Ok(Ok(report)) => summary.reconcile = report,
+        Ok(Err(e)) => tracing::error!(error = %e, "reconciliation ended abnormally"),
+        Err(_) => tracing::warn!("reconciliation did not finish before the deadline"),
     }
     // Anything still running past the deadline is abandoned here; reconciliation finishes it.
     summary.skipped += tasks.len() as u32;

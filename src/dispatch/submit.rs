@@ -14,7 +14,7 @@ use crate::northflank::launch::{Launch, launch};
 use crate::northflank::{NorthflankClient, NorthflankError};
 use crate::prefect::PrefectError;
 use crate::prefect::logs::RunLog;
-use crate::prefect::models::{Deployment, FlowRun, WorkPool, WorkerFlowRun};
+use crate::prefect::models::{Deployment, FlowRun, StateType, WorkPool, WorkerFlowRun};
 use crate::prefect::states::{Claim, Proposal, interpret_claim};
 use crate::render::{RenderError, Rendered, RunFacts};
 use crate::worker::Worker;
@@ -44,6 +44,8 @@ pub enum SubmitError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Prefect(#[from] PrefectError),
+    #[error("the flow run left PENDING during its submission (it is {state}); nothing was created")]
+    LeftPending { state: String },
     #[error("{}", .error.user_message())]
     Northflank {
         error: NorthflankError,
@@ -136,6 +138,12 @@ async fn claim_and_launch(
             pid: pid.to_string(),
             adopted,
         },
+        Err(e @ SubmitError::LeftPending { .. }) => {
+            log.info(e.to_string());
+            SubmitOutcome::NotClaimed {
+                reason: e.to_string(),
+            }
+        }
         Err(e) => abandon(worker, run, e, log).await,
     }
 }
@@ -152,7 +160,7 @@ async fn cancel_orphan(
         .prefect
         .set_state(
             run.id,
-            &Proposal::cancelled_from(run.state.as_ref(), &reason),
+            &Proposal::cancelled_from(run.state.as_ref(), &reason, true),
         )
         .await
     {
@@ -290,10 +298,29 @@ pub async fn launch_claimed(
             run.id
         ));
     }
-    // The 3.9 sub-state; older servers abort it, which changes nothing for us.
-    if let Err(e) = prefect.set_state(run.id, &Proposal::submitting()).await {
-        tracing::debug!(flow_run_id = %run.id, error = %e, "could not propose Submitting");
+    // The 3.9 sub-state; older servers abort it, which changes nothing for us. An answer that
+    // shows the run has left PENDING (cancelled meanwhile) ends the submission before any job.
+    match prefect.set_state(run.id, &Proposal::submitting()).await {
+        Ok(r)
+            if r.state
+                .as_ref()
+                .is_some_and(|s| s.kind != StateType::Pending) =>
+        {
+            let state = r
+                .state
+                .map(|s| format!("{:?}", s.kind).to_uppercase())
+                .unwrap_or_default();
+            return Err(SubmitError::LeftPending { state });
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not propose Submitting"),
     }
+    worker
+        .memory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .projects
+        .insert(rendered.project_id.clone());
     let nf = northflank_for(worker, &rendered)?;
     let launched = launch(
         &nf,
@@ -382,7 +409,7 @@ fn northflank_for(worker: &Worker, rendered: &Rendered) -> Result<NorthflankClie
 }
 
 /// Ends a claimed run whose submission failed, and removes what was written for it.
-async fn abandon(
+pub(crate) async fn abandon(
     worker: &Worker,
     run: &FlowRun,
     error: SubmitError,

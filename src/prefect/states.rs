@@ -62,8 +62,11 @@ impl Proposal {
     }
 
     /// Cancelled, as the Python worker and runner send it: the current state copied (keeping
-    /// the deployment concurrency lease), a fresh `transition_id`, and `force`.
-    pub fn cancelled_from(current: Option<&State>, message: &str) -> Self {
+    /// the deployment concurrency lease) with a fresh `transition_id`. `force` is for runs the
+    /// worker cancels outright (a deleted deployment); without it, a run that already reached a
+    /// terminal state is left alone (the server answers ABORT), so a late or duplicate decision
+    /// never overwrites a settled run. CANCELLING → CANCELLED needs no force.
+    pub fn cancelled_from(current: Option<&State>, message: &str, force: bool) -> Self {
         let transition_id = Uuid::new_v4();
         let mut details = current
             .map(|s| s.state_details.clone())
@@ -76,7 +79,7 @@ impl Proposal {
             Some(message),
             details,
             transition_id,
-            true,
+            force,
         )
     }
 
@@ -208,7 +211,7 @@ mod tests {
         let current: State = serde_json::from_value(json!({"type":"CANCELLING","state_details":
             {"transition_id":"old","deployment_concurrency_lease_id":"lease-1"}}))
         .unwrap();
-        let p = Proposal::cancelled_from(Some(&current), "bye");
+        let p = Proposal::cancelled_from(Some(&current), "bye", true);
         let details = &p.body["state"]["state_details"];
         assert_eq!(details["deployment_concurrency_lease_id"], "lease-1");
         assert_eq!(details["transition_id"], json!(p.transition_id));

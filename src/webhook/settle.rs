@@ -49,15 +49,21 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
     let job = JobName::for_flow_run(id).to_string();
     let span =
         tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
-    settle_in_span(worker, id, hint).instrument(span).await
+    async {
+        let flow_run = worker.prefect.read_flow_run(id).await?;
+        settle_read(worker, id, flow_run, hint).await
+    }
+    .instrument(span)
+    .await
 }
 
-async fn settle_in_span(
+/// [`settle`] for a flow run already read (`None`: it was deleted).
+pub async fn settle_read(
     worker: &Worker,
     id: FlowRunId,
+    flow_run: Option<FlowRun>,
     hint: &Hint,
 ) -> Result<Settled, SettleError> {
-    let flow_run = worker.prefect.read_flow_run(id).await?;
     let job = JobName::for_flow_run(id).to_string();
     let pid = flow_run
         .as_ref()
@@ -82,10 +88,9 @@ async fn settle_in_span(
             "no Northflank project is known for this flow run yet".into(),
         ));
     };
-    let own = pid.as_ref().is_some_and(|p| p.own_credentials);
-    let nf = &match (own, &flow_run) {
-        (true, Some(run)) => run_client(worker, run).await?,
-        _ => worker.northflank.clone(),
+    let nf = &match &flow_run {
+        Some(run) => client_for(worker, run).await?,
+        None => worker.northflank.clone(),
     };
     let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
         Some(run) => Some(run),
@@ -123,7 +128,7 @@ async fn settle_in_span(
         let (proposal, name) = match &decision.transition {
             Some(Transition::Crash(message)) => (Some(Proposal::crashed(message)), "crashed"),
             Some(Transition::Cancel(message)) => (
-                Some(Proposal::cancelled_from(state.as_ref(), message)),
+                Some(Proposal::cancelled_from(state.as_ref(), message, false)),
                 "cancelled",
             ),
             None => (None, "none"),
@@ -158,6 +163,21 @@ async fn settle_in_span(
         job_deleted,
         decision.note.unwrap_or_default(),
     ))
+}
+
+/// The Northflank client for a flow run: the worker's own, unless the run's pid says its job
+/// variables named their own credentials.
+pub async fn client_for(worker: &Worker, run: &FlowRun) -> Result<NorthflankClient, SettleError> {
+    let own = run
+        .infrastructure_pid
+        .as_deref()
+        .and_then(|p| p.parse::<InfrastructurePid>().ok())
+        .is_some_and(|p| p.own_credentials);
+    if own {
+        run_client(worker, run).await
+    } else {
+        Ok(worker.northflank.clone())
+    }
 }
 
 /// The Northflank client of a run whose job variables named their own credentials: its job

@@ -14,7 +14,23 @@ use crate::runner::{Stream, note};
 use crate::state::App;
 use crate::validate::validate_run;
 
-pub(crate) async fn start(State(app): State<App>, Path(p): Path<Params>, body: Bytes) -> ApiResult {
+pub(crate) async fn start(
+    State(app): State<App>,
+    Path(p): Path<Params>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    if app.config.faults.stall_run_starts_token.is_some()
+        && app.config.faults.stall_run_starts_token == super::gate::bearer(&headers)
+    {
+        // The caller is meant to die waiting; the answer only comes at shutdown.
+        let mut stop = app.shutdown.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+        return Err(ApiError::Other {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "emulator shutting down".into(),
+        });
+    }
     let project = param(&p, "projectId");
     check_project(&app, project)?;
     let body = parse_body(&body, Some(json!({})))?;

@@ -149,6 +149,11 @@ pub(crate) fn start_run(
             .runs
             .insert(id.clone(), RunEntry { record, seq, stop });
         state.counters.runs_started += 1;
+        *state
+            .counters
+            .runs_started_by_job
+            .entry(job_id.to_owned())
+            .or_default() += 1;
         let ctx = RunCtx {
             run_id: id,
             env: environment,

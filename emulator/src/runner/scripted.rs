@@ -9,6 +9,8 @@ use crate::model::Outcome;
 use crate::state::App;
 
 pub(crate) const SCRIPT_VAR: &str = "NF_EMULATOR_SCRIPT";
+/// `off` disables the engine emulation for one run.
+pub(crate) const ENGINE_VAR: &str = "NF_EMULATOR_ENGINE";
 const DEFAULT_SECS: f64 = 1.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +99,9 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         Stream::Stdout,
         &format!("scripted container started: {raw}"),
     );
-    let engine = if app.config.report_to_prefect {
+    // `NF_EMULATOR_ENGINE=off` models a container that never gets to start the flow.
+    let engine_off = ctx.env.get(ENGINE_VAR).is_some_and(|v| v == "off");
+    let engine = if app.config.report_to_prefect && !engine_off {
         Engine::from_env(app, &ctx.run_id, &ctx.env)
     } else {
         None

@@ -1,0 +1,265 @@
+//! Reconciliation, one step at a time, against the real Prefect server and the emulator: what
+//! lost notifications and interrupted submitters leave behind is made good.
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{Options, TestApp};
+use prefect_nf::dispatch;
+use prefect_nf::reconcile::{self, Report};
+use prefect_nf::worker::Worker;
+use serde_json::json;
+
+/// A worker that reconciles at once: no waiting periods.
+fn eager(app: &TestApp) -> Worker {
+    let mut w = app.another_worker("reconciler");
+    w.settings.resume_after = Duration::ZERO;
+    w.settings.check_after = Duration::ZERO;
+    w.settings.cancel_grace = Duration::ZERO;
+    w.settings.reconcile_max = 100;
+    w
+}
+
+async fn reconcile_once(w: &Worker) -> Report {
+    let (pool, _) = dispatch::heartbeat(w).await.unwrap();
+    reconcile::reconcile(
+        w,
+        &pool,
+        tokio::time::Instant::now() + Duration::from_secs(30),
+    )
+    .await
+}
+
+fn no_engine() -> Options {
+    Options {
+        emulator: nf_emulator::Config {
+            report_to_prefect: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The dispatcher died between writing the job and starting its run: the submission is
+/// finished, and the flow run gets exactly one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_submission_is_finished_with_exactly_one_run() {
+    let faults = nf_emulator::Faults {
+        stall_run_starts_token: Some("doomed-token".into()),
+        ..Default::default()
+    };
+    let emulator = nf_emulator::Config {
+        api_tokens: vec![helpers::NF_TOKEN.into(), "doomed-token".into()],
+        faults,
+        report_to_prefect: true,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(Options {
+        emulator,
+        ..Default::default()
+    })
+    .await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "succeed:0.2").await;
+
+    let mut doomed = app.another_worker("doomed");
+    doomed.credentials.northflank_token = prefect_nf::config::Secret::new("doomed-token");
+    let doomed = Worker::new(doomed.settings.clone(), doomed.credentials.clone()).unwrap();
+    let dying = tokio::spawn(async move {
+        dispatch::invoke(
+            &doomed,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
+        .await
+    });
+    let job = format!("pf-{id}");
+    app.wait_until(
+        "the doomed dispatcher to write the job",
+        Duration::from_secs(15),
+        |a| a.jobs().contains(&job),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dying.abort();
+    let run = app.flow_run_json(id).await;
+    assert_eq!(
+        (
+            run["state"]["type"].as_str(),
+            run["infrastructure_pid"].as_str()
+        ),
+        (Some("PENDING"), None)
+    );
+
+    let report = reconcile_once(&eager(&app)).await;
+    assert_eq!(report.resumed, 1, "{report:?}");
+    app.wait_for_state(id, &["COMPLETED"], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        app.emulator.counters().runs_started_by_job.get(&job),
+        Some(&1)
+    );
+    assert!(
+        app.logs(id)
+            .await
+            .join("\n")
+            .contains("finishing the interrupted submission")
+    );
+}
+
+/// The run was started but its pid never recorded: resuming adopts it instead of starting another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_run_without_a_pid_is_adopted_not_started_again() {
+    let app = TestApp::spawn_with(no_engine()).await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "hang").await;
+    assert_eq!(app.dispatch_once().await.submitted, 1);
+    let run_before = app.northflank_run(id).await;
+    // As if the PATCH of the pid had been lost.
+    app.http
+        .patch(format!("{}/flow_runs/{id}", app.api))
+        .json(&json!({"infrastructure_pid": null}))
+        .send()
+        .await
+        .unwrap();
+
+    let report = reconcile_once(&eager(&app)).await;
+    assert_eq!(report.resumed, 1, "{report:?}");
+    assert_eq!(app.northflank_run(id).await, run_before);
+    assert_eq!(app.emulator.counters().runs_started, 1);
+}
+
+/// Every notification is lost: a crashed container is found and Crashed, and a finished run's
+/// job is found and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_notifications_are_made_good() {
+    let faults = nf_emulator::Faults {
+        seed: 1,
+        webhook_drop_pct: 100.0,
+        ..Default::default()
+    };
+    let emulator = nf_emulator::Config {
+        faults,
+        report_to_prefect: true,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(Options {
+        emulator,
+        ..Default::default()
+    })
+    .await;
+    let deployment = app.deployment(json!({})).await;
+    let crashed = app.scripted_run(deployment, "crash:0.2").await;
+    let completed = app.scripted_run(deployment, "succeed:0.2").await;
+    assert_eq!(app.dispatch_once().await.submitted, 2);
+    app.wait_for_state(completed, &["COMPLETED"], Duration::from_secs(20))
+        .await;
+    app.wait_until("both runs to conclude", Duration::from_secs(20), |a| {
+        a.emulator.snapshot().runs.iter().all(|r| r.run.concluded)
+    })
+    .await;
+    assert_eq!(
+        app.state_type(crashed).await,
+        "RUNNING",
+        "no notification arrived"
+    );
+
+    let report = reconcile_once(&eager(&app)).await;
+    assert_eq!((report.settled, report.jobs_deleted), (1, 2), "{report:?}");
+    let run = app
+        .wait_for_state(crashed, &["CRASHED"], Duration::from_secs(5))
+        .await;
+    assert!(run["state"]["message"].as_str().unwrap().contains("failed"));
+    assert!(app.jobs().is_empty(), "{:?}", app.jobs());
+}
+
+/// Cancelling: a container that never started the flow is aborted and the run Cancelled; a
+/// started one whose runner does not react within the grace period too; a claim that never got
+/// infrastructure is Cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancellations_are_carried_out() {
+    // The runner never notices the cancellation and no notification arrives: only
+    // reconciliation acts.
+    let emulator = nf_emulator::Config {
+        report_to_prefect: true,
+        engine_poll: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(Options {
+        emulator,
+        register_webhook: false,
+        ..Default::default()
+    })
+    .await;
+    let deployment = app.deployment(json!({})).await;
+    let never_started = app
+        .flow_run(
+            deployment,
+            json!({"env": {"NF_EMULATOR_SCRIPT": "hang", "NF_EMULATOR_ENGINE": "off"}}),
+        )
+        .await;
+    let deaf = app.scripted_run(deployment, "hang").await;
+    assert_eq!(app.dispatch_once().await.submitted, 2);
+    app.wait_for_state(deaf, &["RUNNING"], Duration::from_secs(10))
+        .await;
+    let unsubmitted = app.flow_run(deployment, json!({})).await;
+    let claimed = app
+        .post(
+            &format!("/flow_runs/{unsubmitted}/set_state"),
+            json!({"state": {"type": "PENDING", "name": "Pending"}}),
+        )
+        .await;
+    assert_eq!(claimed["status"], "ACCEPT");
+    for id in [never_started, deaf, unsubmitted] {
+        let r = app
+            .post(
+                &format!("/flow_runs/{id}/set_state"),
+                json!({"state": {"type": "CANCELLING"}, "force": false}),
+            )
+            .await;
+        assert_eq!(r["state"]["type"], "CANCELLING", "{r}");
+    }
+
+    let report = reconcile_once(&eager(&app)).await;
+    assert_eq!((report.cancelled, report.aborted), (3, 2), "{report:?}");
+    for id in [never_started, deaf, unsubmitted] {
+        assert_eq!(app.state_type(id).await, "CANCELLED");
+    }
+    let message = |run: serde_json::Value| {
+        run["state"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(message(app.flow_run_json(never_started).await).contains("while pending"));
+    assert!(message(app.flow_run_json(deaf).await).contains("aborted"));
+    assert!(message(app.flow_run_json(unsubmitted).await).contains("no infrastructure"));
+    assert_eq!(app.emulator.counters().runs_aborted, 2);
+    assert!(app.jobs().is_empty());
+}
+
+/// Reconciliation never spends more than its Northflank budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_stays_within_its_budget() {
+    let app = TestApp::spawn_with(no_engine()).await;
+    let deployment = app.deployment(json!({})).await;
+    for _ in 0..4 {
+        app.scripted_run(deployment, "hang").await;
+    }
+    assert_eq!(app.dispatch_once().await.submitted, 4);
+    let mut w = eager(&app);
+    w.settings.reconcile_max = 2;
+    let before = w.northflank.requests_sent();
+    let report = reconcile_once(&w).await;
+    assert!(report.out_of_budget, "{report:?}");
+    assert_eq!(w.northflank.requests_sent() - before, 2);
+    // With a generous budget every run is verified once, and not again right away.
+    w.settings.reconcile_max = 100;
+    assert_eq!(
+        reconcile_once(&w).await.verified,
+        2,
+        "the two checked already wait their turn"
+    );
+    w.settings.check_after = Duration::from_secs(3600);
+    assert_eq!(reconcile_once(&w).await.verified, 0);
+}
