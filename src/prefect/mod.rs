@@ -6,6 +6,7 @@ mod calls;
 mod client;
 pub mod logs;
 pub mod models;
+pub mod stale;
 pub mod states;
 
 pub use client::{API_VERSION, PrefectClient, PrefectError};

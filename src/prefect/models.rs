@@ -43,7 +43,7 @@ impl StateType {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct State {
     #[serde(default)]
     pub id: Option<Uuid>,

@@ -118,8 +118,9 @@ pub enum Claim {
     /// This worker owns the run now.
     Won,
     /// The server accepted, but the run had already left SCHEDULED (Prefect lets a finished run
-    /// go back to PENDING): a stale poll or a retried claim. The previous state must be restored.
-    Stale,
+    /// go back to PENDING): a stale poll or a retried claim. The previous state must be restored;
+    /// this is our PENDING.
+    Stale(Box<State>),
     /// Someone else owns it, or the server substituted another state; the message says which.
     Lost(String),
     /// The server asked to propose again later.
@@ -140,9 +141,11 @@ pub fn interpret_claim(result: &OrchestrationResult, ours: Uuid, run: &str) -> C
         SetStateStatus::Reject => mine && kind == Some(StateType::Pending),
         _ => false,
     };
+    if let (true, Some(ours)) = (won && !from_scheduled, state) {
+        return Claim::Stale(Box::new(ours.clone()));
+    }
     match result.status {
-        _ if won && from_scheduled => Claim::Won,
-        _ if won => Claim::Stale,
+        _ if won => Claim::Won,
         SetStateStatus::Accept | SetStateStatus::Reject => Claim::Lost(format!(
             "Aborted submission of flow run '{run}': Server returned a non-pending state '{}'",
             kind.map(|k| format!("{k:?}").to_uppercase())
@@ -166,6 +169,12 @@ mod tests {
         serde_json::from_value(raw).unwrap()
     }
 
+    fn stale(details: Value) -> Claim {
+        Claim::Stale(Box::new(
+            serde_json::from_value(json!({"type": "PENDING", "state_details": details})).unwrap(),
+        ))
+    }
+
     #[test]
     fn claim_table() {
         let ours = Uuid::new_v4();
@@ -178,8 +187,8 @@ mod tests {
                 json!({"status":"REJECT","state":{"type":"PENDING","state_details":{"transition_id": ours, "scheduled_time":"2026-11-27T07:20:31Z"}}}),
                 Claim::Won,
             ),
-            (json!({"status":"ACCEPT","state":{"type":"PENDING","state_details":{"scheduled_time":null}}}), Claim::Stale),
-            (json!({"status":"ACCEPT","state":{"type":"PENDING"}}), Claim::Stale),
+            (json!({"status":"ACCEPT","state":{"type":"PENDING","state_details":{"scheduled_time":null}}}), stale(json!({"scheduled_time":null}))),
+            (json!({"status":"ACCEPT","state":{"type":"PENDING"}}), stale(Value::Null)),
             (
                 json!({"status":"REJECT","state":{"type":"SCHEDULED","name":"AwaitingConcurrencySlot"}}),
                 Claim::Lost("Aborted submission of flow run 'r': Server returned a non-pending state 'SCHEDULED'".into()),

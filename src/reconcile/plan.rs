@@ -19,6 +19,9 @@ pub enum Plan {
     },
     /// It has infrastructure: read the Northflank run, in case a notification was lost.
     Verify,
+    /// Its PENDING is a claim that landed after it had finished (see `prefect::stale`): restore
+    /// the state the claim replaced. Its submitter normally does this at once.
+    UndoStaleClaim,
 }
 
 /// The facts about one PENDING, RUNNING or CANCELLING flow run.
@@ -31,12 +34,15 @@ pub struct Facts {
     pub recorded: bool,
     /// Time since this process last verified it.
     pub since_checked: Option<Duration>,
+    /// Its current state is a stale claim.
+    pub stale_claim: bool,
 }
 
 pub fn plan(f: &Facts, s: &Settings) -> Plan {
     use crate::prefect::models::StateType::*;
     match f.kind {
         Cancelling => Plan::Cancel,
+        Pending if f.stale_claim => Plan::UndoStaleClaim,
         Pending if !f.recorded && f.age >= s.give_up_after => Plan::Resume { give_up: true },
         Pending if !f.recorded && f.age >= s.resume_after => Plan::Resume { give_up: false },
         // Checks space out as a run ages (every half of its age at most), so a long run costs
@@ -127,6 +133,7 @@ mod tests {
             age: Duration::from_secs(age),
             recorded,
             since_checked: since.map(Duration::from_secs),
+            stale_claim: false,
         }
     }
 
@@ -134,6 +141,20 @@ mod tests {
     fn plan_table() {
         let cases = [
             (facts(Cancelling, 0, true, None), Plan::Cancel),
+            (
+                Facts {
+                    stale_claim: true,
+                    ..facts(Pending, 0, false, None)
+                },
+                Plan::UndoStaleClaim,
+            ),
+            (
+                Facts {
+                    stale_claim: true,
+                    ..facts(Pending, 1000, true, None)
+                },
+                Plan::UndoStaleClaim,
+            ),
             (facts(Pending, 30, false, None), Plan::Nothing),
             (
                 facts(Pending, 130, false, None),

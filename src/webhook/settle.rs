@@ -6,7 +6,6 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::decide::{Facts, RunView, Transition, decide};
-use crate::dispatch::submit::flush;
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
 use crate::northflank::NorthflankClient;
 use crate::northflank::NorthflankError;
@@ -14,6 +13,7 @@ use crate::prefect::PrefectError;
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::FlowRun;
 use crate::prefect::models::SetStateStatus;
+use crate::prefect::stale;
 use crate::prefect::states::Proposal;
 use crate::worker::Worker;
 
@@ -108,7 +108,22 @@ pub async fn settle_read(
         Some(run) => nf.get_run(&project, &job, run).await?,
         None => None,
     };
-    let state = flow_run.as_ref().and_then(|r| r.state.clone());
+    let mut state = flow_run.as_ref().and_then(|r| r.state.clone());
+    // A claim that landed on a finished run is undone before anything is decided from it.
+    let mut undone = None;
+    if let Some(claim) = state.clone().filter(stale::is_stale_claim) {
+        state = match stale::undo(&worker.prefect, id, &claim).await? {
+            Some(previous) => {
+                undone = Some(stale::undone_message(id, &previous));
+                Some(previous)
+            }
+            None => worker
+                .prefect
+                .read_flow_run(id)
+                .await?
+                .and_then(|r| r.state),
+        };
+    }
     let decision = decide(&Facts {
         state: state.as_ref().map(|s| s.kind),
         run: run.as_ref().map_or(RunView::Gone, RunView::Found),
@@ -120,6 +135,9 @@ pub async fn settle_read(
     });
 
     let mut log = RunLog::new(id);
+    if let Some(note) = undone {
+        log.warn(note);
+    }
     if let Some(note) = &decision.note {
         log.info(note.clone());
     }
@@ -155,7 +173,8 @@ pub async fn settle_read(
         ));
     }
     if flow_run.is_some() {
-        flush(worker, &mut log).await;
+        worker.keep_logs(&mut log);
+        worker.send_logs().await;
     }
     tracing::info!(decision = action, job_deleted, "settled");
     Ok(settled(
