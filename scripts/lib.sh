@@ -113,8 +113,11 @@ start_test_servers() {
   port="$(free_port)"
   auth_port="$(free_port)"
   local auth="admin:test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-  launch_prefect prefect "$port"
-  launch_prefect prefect-auth "$auth_port" PREFECT_SERVER_API_AUTH_STRING="$auth" \
+  # Runs are only "Late" after 5 minutes here: the late-runs service rewrites every overdue
+  # run's state every 5 s, which on SQLite starves the tests' own writes.
+  local quiet=PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS=300
+  launch_prefect prefect "$port" "$quiet"
+  launch_prefect prefect-auth "$auth_port" "$quiet" PREFECT_SERVER_API_AUTH_STRING="$auth" \
     PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true
   launch_moto
   await_prefect prefect "$port"

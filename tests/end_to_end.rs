@@ -56,6 +56,9 @@ async fn a_real_flow_completes_and_its_job_is_deleted() {
     let job = format!("pf-{id}");
     let pid = run["infrastructure_pid"].as_str().unwrap();
     assert!(pid.starts_with(&format!("test-project:{job}:")), "{pid}");
+    assert_eq!(run["labels"]["prefect.worker.name"], "prefect-nf-test");
+    assert_eq!(run["labels"]["prefect.worker.type"], "northflank");
+    assert_eq!(run["labels"]["prefect.work-pool.name"], app.pool.as_str());
     app.wait_until("the job to be deleted", Duration::from_secs(30), |a| {
         !a.jobs().contains(&job)
     })
@@ -131,11 +134,7 @@ async fn a_job_northflank_rejects_crashes_with_its_message_and_no_retries() {
         name_max_len: 20,
         ..Default::default()
     };
-    let app = TestApp::spawn_with(Options {
-        emulator,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::with_emulator(emulator).await;
     let deployment = app.deployment(json!({})).await;
     let id = app.flow_run(deployment, json!({})).await;
 

@@ -5,50 +5,10 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{NF_TOKEN, Options, TestApp, repo};
+use helpers::{NF_TOKEN, Options, TestApp, block, repo, schema_of};
 use prefect_nf::dispatch;
 use prefect_nf::pool::{self, BlockAction};
 use serde_json::{Value, json};
-
-/// The id of the first schema of a block type, as the UI uses it to create documents.
-async fn schema_of(app: &TestApp, slug: &str) -> (String, String) {
-    let block_type = app.get(&format!("/block_types/slug/{slug}")).await;
-    let id = block_type["id"].as_str().unwrap().to_string();
-    let schemas = app
-        .post(
-            "/block_schemas/filter",
-            json!({"block_schemas": {"block_type_id": {"any_": [id]}}}),
-        )
-        .await;
-    (id, schemas[0]["id"].as_str().unwrap().to_string())
-}
-
-/// Creates a block document, replacing one of the same name.
-async fn block(app: &TestApp, slug: &str, name: &str, data: Value) -> String {
-    let (type_id, schema_id) = schema_of(app, slug).await;
-    let existing = app
-        .http
-        .get(format!(
-            "{}/block_types/slug/{slug}/block_documents/name/{name}",
-            app.api
-        ))
-        .send()
-        .await
-        .unwrap();
-    if existing.status() == 200 {
-        let id = existing.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        app.http
-            .delete(format!("{}/block_documents/{id}", app.api))
-            .send()
-            .await
-            .unwrap();
-    }
-    let doc = app.post("/block_documents/", json!({"name": name, "data": data, "block_schema_id": schema_id, "block_type_id": type_id})).await;
-    doc["id"].as_str().unwrap().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_pool_create_registers_the_northflank_block_type_once() {

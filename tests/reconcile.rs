@@ -23,12 +23,14 @@ fn eager(app: &TestApp) -> Worker {
 
 async fn reconcile_once(w: &Worker) -> Report {
     let (pool, _) = dispatch::heartbeat(w).await.unwrap();
-    reconcile::reconcile(
+    let report = reconcile::reconcile(
         w,
         &pool,
         tokio::time::Instant::now() + Duration::from_secs(30),
     )
-    .await
+    .await;
+    w.send_logs().await;
+    report
 }
 
 fn no_engine() -> Options {
@@ -55,11 +57,7 @@ async fn an_interrupted_submission_is_finished_with_exactly_one_run() {
         report_to_prefect: true,
         ..Default::default()
     };
-    let app = TestApp::spawn_with(Options {
-        emulator,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::with_emulator(emulator).await;
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "succeed:0.2").await;
 
@@ -143,11 +141,7 @@ async fn lost_notifications_are_made_good() {
         report_to_prefect: true,
         ..Default::default()
     };
-    let app = TestApp::spawn_with(Options {
-        emulator,
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::with_emulator(emulator).await;
     let deployment = app.deployment(json!({})).await;
     let crashed = app.scripted_run(deployment, "crash:0.2").await;
     let completed = app.scripted_run(deployment, "succeed:0.2").await;

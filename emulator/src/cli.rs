@@ -145,6 +145,9 @@ pub struct Args {
     pub api_5xx_after_pct: f64,
     #[arg(long, default_value_t = 1)]
     pub retry_after_secs: u64,
+    /// Run starts with this bearer token are never answered (a worker dying mid-submission).
+    #[arg(long)]
+    pub stall_run_starts_token: Option<String>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -250,6 +253,7 @@ impl Args {
         faults.api_429_pct = self.api_429_pct;
         faults.api_5xx_after_pct = self.api_5xx_after_pct;
         faults.retry_after_secs = self.retry_after_secs;
+        faults.stall_run_starts_token = self.stall_run_starts_token.clone();
         Ok(config)
     }
 }

@@ -5,6 +5,7 @@
 //! Prefect marks them NOT_READY 60 s after the last poll, and a schedule fires at most once a
 //! minute.
 
+pub mod lookups;
 pub mod submit;
 
 use std::collections::HashSet;
@@ -25,6 +26,9 @@ pub use submit::{SubmitOutcome, submit};
 
 /// Time kept back at the end of an invocation so that every submission started can finish.
 pub const SUBMIT_RESERVE: Duration = Duration::from_secs(10);
+
+/// How often worker messages are sent to the flow runs' logs (Prefect's own batch interval).
+pub const LOG_FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -82,30 +86,50 @@ impl Summary {
     }
 }
 
-/// Sends the heartbeat and reads the pool. A missing pool is a configuration error, reported
-/// as such instead of as an HTTP 404; any other heartbeat failure only costs the pool's READY
-/// status, so polling goes on (the `bool` says whether the heartbeat went through).
-pub async fn heartbeat(worker: &Worker) -> Result<(WorkPool, bool), DispatchError> {
+/// Reads the pool. A missing pool is a configuration error, reported as such.
+pub async fn read_pool(worker: &Worker) -> Result<WorkPool, DispatchError> {
     let pool = &worker.settings.work_pool;
-    let sent = match worker
-        .prefect
-        .heartbeat(pool, worker.settings.heartbeat_interval)
-        .await
-    {
-        Err(e) if e.status() == Some(404) => return Err(DispatchError::PoolMissing(pool.clone())),
-        Err(e) => {
-            tracing::warn!(error = %e, "heartbeat failed; polling anyway");
-            false
-        }
-        Ok(()) => true,
-    };
     worker
         .prefect
         .read_work_pool(pool)
         .await
         .map_err(DispatchError::ReadPool)?
         .ok_or_else(|| DispatchError::PoolMissing(pool.clone()))
-        .map(|p| (p, sent))
+}
+
+/// Sends the heartbeat, trying again until it goes through or the worker's deadline: it is
+/// what makes the pool READY, and a busy server may refuse it for a while (Prefect's heartbeat
+/// reads then writes, which SQLite refuses while other writes commit).
+pub async fn send_heartbeat(worker: &Worker) -> bool {
+    let s = &worker.settings;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match worker
+            .prefect
+            .heartbeat(&s.work_pool, s.heartbeat_interval)
+            .await
+        {
+            Ok(()) => return true,
+            Err(e) => {
+                let out_of_time = worker
+                    .prefect
+                    .deadline()
+                    .is_none_or(|d| Instant::now() + pause >= d);
+                tracing::warn!(error = %e, retrying = !out_of_time, "heartbeat failed");
+                if out_of_time {
+                    return false;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// The pool, and whether the heartbeat went through.
+pub async fn heartbeat(worker: &Worker) -> Result<(WorkPool, bool), DispatchError> {
+    let pool = read_pool(worker).await?;
+    Ok((pool, send_heartbeat(worker).await))
 }
 
 /// One poll: at most `limit` runs due within the prefetch window. Ask only for what can be
@@ -129,9 +153,16 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
         worker.northflank.requests_sent(),
     );
     let mut summary = Summary::default();
-    let (first_pool, sent) = heartbeat(&worker).await?;
-    summary.heartbeat_errors += u32::from(!sent);
-    let mut pool = Arc::new(first_pool);
+    let mut pool = Arc::new(read_pool(&worker).await?);
+    // Heartbeats go beside the polls: a busy server must not delay them.
+    let mut heartbeats: JoinSet<bool> = JoinSet::new();
+    let beat = |set: &mut JoinSet<bool>| {
+        let worker = worker.clone();
+        set.spawn(
+            async move { send_heartbeat(&worker).await }.instrument(tracing::Span::current()),
+        );
+    };
+    beat(&mut heartbeats);
     let mut last_heartbeat = Instant::now();
     let s = &worker.settings;
     let window_end =
@@ -151,15 +182,31 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
         )
     };
 
+    // Worker messages go out in batches while the invocation runs, and once more at its end.
+    let (stop_logs, mut logs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sending_logs = {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    _ = tokio::time::sleep(LOG_FLUSH_EVERY) => false,
+                    _ = &mut logs_stopped => true,
+                };
+                worker.send_logs().await;
+                if last {
+                    break;
+                }
+            }
+        })
+    };
+
+    let mut full;
     loop {
         let tick = Instant::now();
         if tick.duration_since(last_heartbeat) >= s.heartbeat_interval {
-            match heartbeat(&worker).await {
-                Ok((p, sent)) => {
-                    summary.heartbeat_errors += u32::from(!sent);
-                    pool = Arc::new(p);
-                }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            beat(&mut heartbeats);
+            if let Ok(p) = read_pool(&worker).await {
+                pool = Arc::new(p);
             }
             last_heartbeat = Instant::now();
         }
@@ -169,8 +216,11 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
             .max_concurrency
             .saturating_sub(busy)
             .min(s.poll_limit as usize) as u32;
-        match poll(&worker, free).await {
+        match poll(&worker, (free * 2).min(s.poll_limit)).await {
             Ok(runs) => {
+                // Saturated (no free slot) counts as full: a slot freeing means there may be room.
+                full = runs.len() as u32 >= free;
+                let runs = pick(runs, free as usize, &mut fastrand::Rng::new());
                 summary.found += runs.len() as u32;
                 for entry in runs {
                     let id = entry.flow_run.id;
@@ -209,6 +259,7 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
                 }
             }
             Err(e) => {
+                full = false;
                 summary.poll_errors += 1;
                 tracing::warn!(error = %e, "poll failed");
             }
@@ -217,16 +268,26 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
         if next > window_end {
             break;
         }
-        // Collect finished submissions while waiting for the next tick.
+        // Collect finished submissions while waiting for the next tick. After a full poll there
+        // may be more waiting: poll again as soon as a slot frees, so a backlog drains at the
+        // speed of submission rather than one batch per tick.
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => break,
-                Some(done) = tasks.join_next() => record(&mut summary, done),
+                Some(done) = tasks.join_next() => {
+                    record(&mut summary, done);
+                    if full {
+                        break;
+                    }
+                }
             }
         }
     }
     while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         record(&mut summary, done);
+    }
+    while let Ok(Some(sent)) = tokio::time::timeout_at(deadline, heartbeats.join_next()).await {
+        summary.heartbeat_errors += u32::from(!sent.unwrap_or(false));
     }
     match tokio::time::timeout_at(deadline, reconciling).await {
         Ok(Ok(report)) => summary.reconcile = report,
@@ -236,6 +297,8 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     // Anything still running past the deadline is abandoned here; reconciliation finishes it.
     summary.skipped += tasks.len() as u32;
     tasks.abort_all();
+    let _ = stop_logs.send(());
+    let _ = tokio::time::timeout_at(deadline, sending_logs).await;
     summary.prefect_requests = worker.prefect.requests_sent() - p0;
     summary.northflank_requests = worker.northflank.requests_sent() - n0;
     summary.duration_ms = started.elapsed().as_millis() as u64;
@@ -258,6 +321,18 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     Ok(summary)
 }
 
+/// `n` of the polled runs, chosen at random. Dispatchers polling at the same moment get the
+/// same runs, oldest first; asking for twice what fits and choosing at random keeps them from
+/// all proposing PENDING for the same few (the losers' proposals are wasted writes on the
+/// server). Runs not chosen are offered again by the next poll, moments later.
+fn pick<T>(mut runs: Vec<T>, n: usize, rng: &mut fastrand::Rng) -> Vec<T> {
+    if runs.len() > n {
+        rng.shuffle(&mut runs);
+        runs.truncate(n);
+    }
+    runs
+}
+
 fn record(summary: &mut Summary, done: Result<SubmitOutcome, tokio::task::JoinError>) {
     match done {
         Ok(outcome) => summary.record(&outcome),
@@ -265,5 +340,28 @@ fn record(summary: &mut Summary, done: Result<SubmitOutcome, tokio::task::JoinEr
             summary.failed += 1;
             tracing::error!(error = %e, "a submission task ended abnormally");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn pick_chooses_distinct_runs_and_varies() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        assert_eq!(pick(vec![1, 2, 3], 8, &mut rng), vec![1, 2, 3]);
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut chosen = pick((0..16).collect(), 8, &mut rng);
+            firsts.insert(chosen.clone());
+            chosen.sort();
+            chosen.dedup();
+            assert_eq!(chosen.len(), 8);
+        }
+        assert!(
+            firsts.len() > 1,
+            "two dispatchers must not always choose the same runs"
+        );
     }
 }

@@ -14,7 +14,8 @@ use crate::northflank::launch::{Launch, launch};
 use crate::northflank::{NorthflankClient, NorthflankError};
 use crate::prefect::PrefectError;
 use crate::prefect::logs::RunLog;
-use crate::prefect::models::{Deployment, FlowRun, StateType, WorkPool, WorkerFlowRun};
+use crate::prefect::models::{Deployment, FlowRun, State, StateType, WorkPool, WorkerFlowRun};
+use crate::prefect::stale;
 use crate::prefect::states::{Claim, Proposal, interpret_claim};
 use crate::render::{RenderError, Rendered, RunFacts};
 use crate::worker::Worker;
@@ -96,17 +97,11 @@ pub async fn submit(worker: &Worker, pool: &WorkPool, entry: &WorkerFlowRun) -> 
                 tracing::warn!(decision = "failed", error = %error, "flow run not claimed: error")
             }
         }
-        flush(worker, &mut log).await;
+        worker.keep_logs(&mut log);
         outcome
     }
     .instrument(span)
     .await
-}
-
-pub(crate) async fn flush(worker: &Worker, log: &mut RunLog) {
-    if let Err(e) = worker.prefect.send_logs(&log.take()).await {
-        tracing::warn!(flow_run_id = %log.flow_run_id(), error = %e, "could not send worker logs to Prefect");
-    }
 }
 
 async fn claim_and_launch(
@@ -120,7 +115,12 @@ async fn claim_and_launch(
             reason: "the flow run has no deployment".into(),
         };
     };
-    let deployment = match worker.prefect.read_deployment(deployment_id).await {
+    let ttl = worker.settings.poll_interval;
+    let deployment = match worker
+        .lookups
+        .deployment(&worker.prefect, deployment_id, ttl)
+        .await
+    {
         Ok(Some(d)) => d,
         Ok(None) => return cancel_orphan(worker, run, deployment_id, log).await,
         Err(e) => {
@@ -188,8 +188,8 @@ async fn claim(
                 error: format!("Failed to update state of flow run '{}': {e}", run.id),
             })?;
         match interpret_claim(&result, proposal.transition_id, &run.id.to_string()) {
-            Claim::Stale => {
-                return Err(undo_stale_claim(worker, run, proposal.transition_id, log).await);
+            Claim::Stale(ours) => {
+                return Err(undo_stale_claim(worker, run, &ours, log).await);
             }
             Claim::Won => {
                 return Ok(result
@@ -209,42 +209,22 @@ async fn claim(
     })
 }
 
-/// Puts back the state our PENDING replaced, so that a run that had already finished (or been
-/// cancelled) is neither regressed nor executed twice.
+/// Puts back the state our PENDING replaced, so that a run that had already finished is
+/// neither regressed nor executed twice.
 async fn undo_stale_claim(
     worker: &Worker,
     run: &FlowRun,
-    ours: uuid::Uuid,
+    ours: &State,
     log: &mut RunLog,
 ) -> SubmitOutcome {
-    let ours = ours.to_string();
-    let restored = async {
-        let states = worker.prefect.flow_run_states(run.id).await?;
-        let mine = states
-            .iter()
-            .rposition(|s| s.transition_id() == Some(ours.as_str()));
-        let previous = mine
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| states.get(i))
-            .cloned();
-        match previous {
-            Some(previous) => {
-                worker
-                    .prefect
-                    .set_state(run.id, &Proposal::restore(&previous))
-                    .await?;
-                Ok::<_, PrefectError>(Some(previous))
-            }
-            None => Ok(None),
-        }
-    };
+    let restored = stale::undo(&worker.prefect, run.id, ours);
     let reason = match restored.await {
         Ok(Some(previous)) => format!(
             "Flow run '{}' had already left Scheduled (it was {:?}) when this worker claimed it; that state was restored and the run was not submitted again",
             run.id, previous.kind
         ),
         Ok(None) => format!(
-            "Flow run '{}' had already left Scheduled when this worker claimed it; its previous state could not be found",
+            "Flow run '{}' had already left Scheduled when this worker claimed it; it has moved on since (or another step restored it), so there was nothing to undo",
             run.id
         ),
         Err(e) => format!(
@@ -267,7 +247,10 @@ pub async fn launch_claimed(
     log: &mut RunLog,
 ) -> Result<(InfrastructurePid, bool), SubmitError> {
     let prefect = &worker.prefect;
-    let flow = prefect.read_flow(run.flow_id).await?;
+    let flow = worker
+        .lookups
+        .flow(prefect, run.flow_id, worker.settings.poll_interval)
+        .await?;
     let config = crate::render::resolve_configuration(
         &pool.base_job_template,
         &deployment.job_variables,
@@ -291,16 +274,29 @@ pub async fn launch_claimed(
     for warning in &rendered.warnings {
         log.warn(warning.clone());
     }
-    // Labels are informational; a busy server must not crash the run over them.
-    if let Err(e) = prefect.update_labels(run.id, &labels(worker, pool)).await {
-        log.warn(format!(
-            "Could not set the worker labels on flow run '{}': {e}",
-            run.id
-        ));
-    }
+    // Labels are informational: one retry at most, beside the `Submitting` proposal rather
+    // than before it. Prefect updates labels by reading then writing, which a busy SQLite
+    // server refuses; retrying harder only adds to its load.
+    let once_more = crate::retry::RetryPolicy {
+        max_retries: 1,
+        first_delay: std::time::Duration::from_millis(500),
+        jitter: 0.5,
+    };
+    let (labeller, labels, submitting) = (
+        prefect.with_retries(once_more),
+        labels(worker, pool),
+        Proposal::submitting(),
+    );
     // The 3.9 sub-state; older servers abort it, which changes nothing for us. An answer that
     // shows the run has left PENDING (cancelled meanwhile) ends the submission before any job.
-    match prefect.set_state(run.id, &Proposal::submitting()).await {
+    let (labelled, submitting) = tokio::join!(
+        labeller.update_labels(run.id, &labels),
+        prefect.set_state(run.id, &submitting)
+    );
+    if let Err(e) = labelled {
+        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
+    }
+    match submitting {
         Ok(r)
             if r.state
                 .as_ref()

@@ -245,7 +245,9 @@ impl NorthflankClient {
             never_sent: crate::http::never_sent(&source),
             source,
         };
+        let sent_at = Instant::now();
         let resp = req.send().await.map_err(transport)?;
+        tracing::debug!(api = "northflank", method = %method, path = %path, status = resp.status().as_u16(), ms = sent_at.elapsed().as_millis() as u64, "request");
         self.record_rate_limit(resp.headers());
         let status = resp.status();
         let retry_after = crate::http::retry_after(resp.headers());

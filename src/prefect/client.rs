@@ -86,7 +86,6 @@ struct Inner {
     base: Url,
     auth: PrefectAuth,
     worker_name: String,
-    policy: RetryPolicy,
     requests: AtomicU64,
     /// Answers 401 or 403: the credentials may have been rotated.
     auth_failures: AtomicU64,
@@ -99,6 +98,7 @@ struct Inner {
 pub struct PrefectClient {
     inner: Arc<Inner>,
     deadline: Option<Instant>,
+    policy: RetryPolicy,
 }
 
 impl PrefectClient {
@@ -118,21 +118,34 @@ impl PrefectClient {
                 base,
                 auth,
                 worker_name: worker_name.to_string(),
-                policy: RetryPolicy::new(retry_base),
                 requests: AtomicU64::new(0),
                 auth_failures: AtomicU64::new(0),
                 csrf: Mutex::new(None),
             }),
             deadline: None,
+            policy: RetryPolicy::new(retry_base),
         })
     }
 
     /// The same client, with every call (retries included) bounded by `deadline`.
     pub fn with_deadline(&self, deadline: Instant) -> Self {
         PrefectClient {
-            inner: self.inner.clone(),
             deadline: Some(deadline),
+            ..self.clone()
         }
+    }
+
+    /// The same client with another retry policy (for calls whose failure costs little).
+    pub fn with_retries(&self, policy: RetryPolicy) -> Self {
+        PrefectClient {
+            policy,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline every call is bounded by, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// The name this worker heartbeats under and signs its requests with.
@@ -197,10 +210,12 @@ impl PrefectClient {
             path: path.clone(),
             source,
         };
+        let sent_at = Instant::now();
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let retry_after = crate::http::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        tracing::debug!(api = "prefect", method = %method, path = %path, status = status.as_u16(), ms = sent_at.elapsed().as_millis() as u64, "request");
         if status.is_success() {
             return Ok((status, bytes));
         }
@@ -233,8 +248,7 @@ impl PrefectClient {
         body: Option<&Value>,
     ) -> Result<(StatusCode, Vec<u8>)> {
         let attempt = || {
-            self.inner
-                .policy
+            self.policy
                 .run(self.deadline, || self.send_once(&method, &url, body))
         };
         match attempt().await {
@@ -258,7 +272,6 @@ impl PrefectClient {
         url.query_pairs_mut()
             .append_pair("client", &client.to_string());
         let (_, bytes) = self
-            .inner
             .policy
             .run(self.deadline, || self.send_once(&Method::GET, &url, None))
             .await?;

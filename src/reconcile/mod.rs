@@ -25,10 +25,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::dispatch::submit::{abandon, flush, launch_claimed};
+use crate::dispatch::submit::{abandon, launch_claimed};
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::{FlowRun, StateType, WorkPool};
+use crate::prefect::stale;
 use crate::prefect::states::Proposal;
 use crate::webhook::decide::RunView;
 use crate::webhook::settle::{self, Hint};
@@ -48,6 +49,8 @@ pub struct Memory {
 /// What one reconciliation did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
+    /// Late claims on finished runs, undone.
+    pub undone: u32,
     pub cancelled: u32,
     pub aborted: u32,
     pub resumed: u32,
@@ -155,6 +158,7 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
                 age,
                 recorded: pid.is_some(),
                 since_checked: memory.checked.get(&run.id).map(Instant::elapsed),
+                stale_claim: stale::is_stale_claim(state),
             };
             let plan = plan(&facts, &worker.settings);
             if plan != Plan::Nothing {
@@ -180,6 +184,7 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
                 Plan::Cancel => cancelling(&worker, &run, pid.as_ref(), age, &mut report).await,
                 Plan::Resume { give_up } => resume(&worker, pool, &run, give_up, &mut report).await,
                 Plan::Verify => verify(&worker, run, pid, &mut report).await,
+                Plan::UndoStaleClaim => undo_stale_claim(&worker, &run, &mut report).await,
                 Plan::Nothing => Ok(()),
             }
         }
@@ -198,6 +203,7 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
         })
     {
         tracing::info!(
+            undone = report.undone,
             cancelled = report.cancelled,
             aborted = report.aborted,
             resumed = report.resumed,
@@ -214,6 +220,27 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
 }
 
 type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn undo_stale_claim(
+    worker: &Worker,
+    run: &FlowRun,
+    report: &mut Report,
+) -> Result<(), StepError> {
+    let Some(claim) = run.state.as_ref() else {
+        return Ok(());
+    };
+    if let Some(previous) = stale::undo(&worker.prefect, run.id, claim).await? {
+        report.undone += 1;
+        let mut log = RunLog::new(run.id);
+        log.warn(stale::undone_message(run.id, &previous));
+        worker.keep_logs(&mut log);
+        tracing::info!(
+            decision = "undid_stale_claim",
+            "restored the state a late claim replaced"
+        );
+    }
+    Ok(())
+}
 
 async fn cancelling(
     worker: &Worker,
@@ -278,7 +305,7 @@ async fn cancelling(
             p.job, p.project
         ));
     }
-    flush(worker, &mut log).await;
+    worker.keep_logs(&mut log);
     Ok(())
 }
 
@@ -332,7 +359,7 @@ async fn resume(
         }
         Err(e) => Err(e.into()),
     };
-    flush(worker, &mut log).await;
+    worker.keep_logs(&mut log);
     outcome
 }
 

@@ -73,6 +73,15 @@ impl TestApp {
         Self::spawn_with(Options::default()).await
     }
 
+    /// An app whose emulator has this configuration, everything else as usual.
+    pub async fn with_emulator(emulator: nf_emulator::Config) -> TestApp {
+        Self::spawn_with(Options {
+            emulator,
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn spawn_with(options: Options) -> TestApp {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("prefect_nf=debug,nf_emulator=info")
@@ -402,4 +411,44 @@ pub async fn put_secret(client: &aws_sdk_secretsmanager::Client, value: &Value) 
         .await
         .expect("moto creates the secret");
     created.arn().unwrap().to_string()
+}
+
+/// The id of the first schema of a block type, as the UI uses it to create documents.
+pub async fn schema_of(app: &TestApp, slug: &str) -> (String, String) {
+    let block_type = app.get(&format!("/block_types/slug/{slug}")).await;
+    let id = block_type["id"].as_str().unwrap().to_string();
+    let schemas = app
+        .post(
+            "/block_schemas/filter",
+            json!({"block_schemas": {"block_type_id": {"any_": [id]}}}),
+        )
+        .await;
+    (id, schemas[0]["id"].as_str().unwrap().to_string())
+}
+
+/// Creates a block document, replacing one of the same name.
+pub async fn block(app: &TestApp, slug: &str, name: &str, data: Value) -> String {
+    let (type_id, schema_id) = schema_of(app, slug).await;
+    let existing = app
+        .http
+        .get(format!(
+            "{}/block_types/slug/{slug}/block_documents/name/{name}",
+            app.api
+        ))
+        .send()
+        .await
+        .unwrap();
+    if existing.status() == 200 {
+        let id = existing.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.http
+            .delete(format!("{}/block_documents/{id}", app.api))
+            .send()
+            .await
+            .unwrap();
+    }
+    let doc = app.post("/block_documents/", json!({"name": name, "data": data, "block_schema_id": schema_id, "block_type_id": type_id})).await;
+    doc["id"].as_str().unwrap().to_string()
 }

@@ -300,3 +300,18 @@ async fn no_reporting_unless_enabled() {
     api.wait_concluded(&job_id, &run).await;
     assert!(prefect.proposals().is_empty());
 }
+
+/// `NF_EMULATOR_ENGINE=off`: a container that never gets to start the flow says nothing to
+/// Prefect, even with engine emulation on.
+#[tokio::test]
+async fn the_engine_can_be_switched_off_per_run() {
+    let prefect = FakePrefect::start().await;
+    let (em, api) = emulator(engine_config()).await;
+    let mut body = prefect_job("engine-off", &prefect, "succeed:0.1", json!({}));
+    body["runtimeEnvironment"]["NF_EMULATOR_ENGINE"] = json!("off");
+    let job_id = api.create_job(body).await;
+    let run = api.start_run(&job_id, json!({})).await;
+    assert_eq!(api.wait_concluded(&job_id, &run).await["status"], "SUCCESS");
+    assert!(prefect.types().is_empty(), "{:?}", prefect.types());
+    assert_eq!(em.counters().prefect_state_proposals, 0);
+}

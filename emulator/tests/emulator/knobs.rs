@@ -60,3 +60,35 @@ async fn retry_after_can_be_omitted() {
     assert_eq!(a.header("retry-after"), None);
     assert_eq!(a.header("x-ratelimit-remaining"), Some("0"));
 }
+
+/// `stall_run_starts_token`: starting a run with that token never gets an answer (and starts
+/// nothing), as for a worker that dies between writing a job and starting its run; other
+/// tokens are unaffected. `runs_started_by_job` counts starts per job.
+#[tokio::test]
+async fn run_starts_can_stall_for_one_token() {
+    let config = Config {
+        api_tokens: vec![crate::common::TOKEN.into(), "doomed".into()],
+        faults: nf_emulator::Faults {
+            stall_run_starts_token: Some("doomed".into()),
+            ..Default::default()
+        },
+        default_script: "hang".into(),
+        ..fast_config()
+    };
+    let (em, api) = emulator(config).await;
+    let job_id = api.create_job(job("stalled-start")).await;
+    let doomed = api.with_token(Some("doomed"));
+    let path = format!("/v1/projects/{PROJECT}/jobs/{job_id}/runs");
+    let stalled = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        doomed.post(&path, json!({})),
+    )
+    .await;
+    assert!(stalled.is_err(), "the start must not be answered");
+    assert_eq!(em.counters().runs_started, 0);
+    api.start_run(&job_id, json!({})).await;
+    api.start_run(&job_id, json!({})).await;
+    let counters = em.counters();
+    assert_eq!(counters.runs_started, 2);
+    assert_eq!(counters.runs_started_by_job.get(&job_id), Some(&2));
+}
