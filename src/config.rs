@@ -169,9 +169,29 @@ pub struct Settings {
     /// `PFNF_PROJECTS`: more Northflank projects to sweep for leftover jobs, beyond the pool's
     /// default project and those of active runs (comma-separated).
     pub projects: Vec<String>,
+    /// `PFNF_JOB_URL`: the link to a job in Northflank's app shown in the flow run's logs, with
+    /// `{project}` and `{job}` placeholders. Northflank does not document its app URLs; the
+    /// default follows the team-independent `/s/` form its own links use.
+    pub job_url: String,
+    /// `PFNF_FORWARD_LOG_LINES`: how many of a failed container's last log lines are copied to
+    /// the flow run's logs before its job is deleted (default 50; 0 turns it off).
+    pub forward_log_lines: u32,
+    /// `PFNF_METRICS_NAMESPACE`: when set, each dispatch invocation prints its summary as
+    /// CloudWatch metrics in the embedded metric format (see [`crate::metrics`]).
+    pub metrics_namespace: Option<String>,
 }
 
+/// [INF] Northflank's app links are undocumented; see [`Settings::job_url`].
+pub const DEFAULT_JOB_URL: &str = "https://app.northflank.com/s/project/{project}/jobs/{job}";
+
 impl Settings {
+    /// The link to a job in Northflank's app.
+    pub fn job_link(&self, project: &str, job: &str) -> String {
+        self.job_url
+            .replace("{project}", project)
+            .replace("{job}", job)
+    }
+
     /// Defaults for everything but the two required values.
     pub fn new(prefect_api_url: impl Into<String>, work_pool: impl Into<String>) -> Self {
         Settings {
@@ -195,6 +215,9 @@ impl Settings {
             reconcile_share: 0.2,
             reconcile_max: 40,
             projects: Vec::new(),
+            job_url: DEFAULT_JOB_URL.to_string(),
+            forward_log_lines: 50,
+            metrics_namespace: None,
         }
     }
 
@@ -302,6 +325,34 @@ impl Settings {
                 .filter(|p| !p.is_empty())
                 .map(String::from)
                 .collect();
+        }
+        if let Some(url) = get("PFNF_JOB_URL").filter(|v| !v.trim().is_empty()) {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    var: "PFNF_JOB_URL",
+                    value: url,
+                    rule: "must start with http:// or https://",
+                });
+            }
+            s.job_url = url;
+        }
+        if let Some(n) = number(get, "PFNF_FORWARD_LOG_LINES")? {
+            s.forward_log_lines = n.min(1000) as u32;
+        }
+        if let Some(ns) = get("PFNF_METRICS_NAMESPACE").filter(|v| !v.trim().is_empty()) {
+            // CloudWatch's own rules for a namespace; `AWS/` is reserved for AWS services.
+            let valid = ns.len() <= 255
+                && !ns.starts_with(':')
+                && !ns.starts_with("AWS/")
+                && ns.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    var: "PFNF_METRICS_NAMESPACE",
+                    value: ns,
+                    rule: "must be at most 255 printable ASCII characters, not start with ':' or 'AWS/'",
+                });
+            }
+            s.metrics_namespace = Some(ns);
         }
         Ok(s)
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::Utc;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::dispatch::{self, Summary};
+use crate::metrics;
 use crate::secrets::Source;
 use crate::worker::Worker;
 
@@ -126,22 +128,18 @@ pub async fn dispatch(
         .saturating_duration_since(Instant::now())
         .as_secs_f64();
     tracing::info!(schedule = ?event.payload.resources, seconds_left, "dispatch invoked");
+    // `dispatch::invoke` logs the summary; the metrics go to stdout on their own line, where
+    // CloudWatch Logs extracts them.
     let summary = app
         .run(Result::is_err, |worker| async move {
-            dispatch::invoke(&worker, deadline).await
+            let summary = dispatch::invoke(&worker, deadline).await?;
+            if let Some(namespace) = &worker.settings.metrics_namespace {
+                let pool = worker.settings.work_pool.as_str();
+                println!("{}", metrics::emf(namespace, pool, &summary, Utc::now()));
+            }
+            Ok::<_, dispatch::DispatchError>(summary)
         })
         .await?;
-    tracing::info!(
-        claimed = summary.claimed,
-        submitted = summary.submitted,
-        failed = summary.failed,
-        skipped = summary.skipped,
-        polls = summary.polls,
-        prefect_requests = summary.prefect_requests,
-        northflank_requests = summary.northflank_requests,
-        duration_ms = summary.duration_ms,
-        "dispatch summary"
-    );
     Ok(summary)
 }
 

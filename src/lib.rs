@@ -25,6 +25,7 @@
 //!   left undone: cancellations, resumed submissions, unsettled runs, leftover jobs.
 //! - [`webhook`]: a Northflank job-run notification in, a Prefect state and a job cleanup out.
 //!   The decision itself is a pure function of the facts gathered.
+//! - [`metrics`]: the dispatch summary as CloudWatch metrics (embedded metric format).
 //! - [`local`]: the long-running local worker: dispatch ticks plus the webhook on an HTTP port.
 //! - [`worker`]: settings, credentials and the two clients, shared by both steps.
 //! - [`lambda`]: the glue between the AWS Lambda runtimes and the two steps; the binaries in
@@ -37,6 +38,7 @@ pub mod ids;
 pub mod integration;
 pub mod lambda;
 pub mod local;
+pub mod metrics;
 pub mod northflank;
 pub mod pool;
 pub mod prefect;

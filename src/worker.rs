@@ -5,11 +5,9 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Credentials, Settings};
 use crate::dispatch::lookups::Lookups;
 use crate::northflank::{NorthflankClient, NorthflankError};
-use crate::prefect::logs::{LogBuffer, RunLog};
+use crate::prefect::logs::RunLog;
+use crate::prefect::outbox::Outbox;
 use crate::prefect::{PrefectClient, PrefectError};
-
-/// Lines per `POST /logs/`: a few hundred kilobytes at most.
-pub const LOG_BATCH: usize = 500;
 use crate::reconcile::Memory;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +28,8 @@ pub struct Worker {
     pub memory: Arc<Mutex<Memory>>,
     /// Deployments and flows read recently by this process.
     pub lookups: Arc<Lookups>,
-    /// Flow-run log lines waiting to be sent.
-    pub logs: Arc<LogBuffer>,
+    /// Flow-run log lines and worker events waiting to be sent.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Worker {
@@ -54,7 +52,7 @@ impl Worker {
             northflank,
             memory: Arc::default(),
             lookups: Arc::default(),
-            logs: Arc::default(),
+            outbox: Arc::default(),
         })
     }
 
@@ -67,23 +65,22 @@ impl Worker {
             northflank: self.northflank.with_deadline(deadline),
             memory: self.memory.clone(),
             lookups: self.lookups.clone(),
-            logs: self.logs.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 
-    /// Keeps a flow run's messages for the next [`Worker::send_logs`].
+    /// Keeps a flow run's messages for the next [`Worker::send_pending`].
     pub fn keep_logs(&self, log: &mut RunLog) {
-        self.logs.keep(log);
+        self.outbox.keep_logs(log);
     }
 
-    /// Sends every kept message, in batches of at most [`LOG_BATCH`] lines. Messages a failed
-    /// request carried are dropped with a warning: they are in the worker's own log as well.
-    pub async fn send_logs(&self) {
-        let entries = self.logs.take();
-        for batch in entries.chunks(LOG_BATCH) {
-            if let Err(e) = self.prefect.send_logs(batch).await {
-                tracing::warn!(error = %e, lines = batch.len(), "could not send worker logs to Prefect");
-            }
-        }
+    /// Keeps a worker event for the next [`Worker::send_pending`].
+    pub fn keep_event(&self, event: serde_json::Value) {
+        self.outbox.keep_event(event);
+    }
+
+    /// Sends the kept log lines and events.
+    pub async fn send_pending(&self) {
+        self.outbox.send(&self.prefect).await;
     }
 }

@@ -149,7 +149,7 @@ async fn a_stale_claim_restores_the_finished_state_and_submits_nothing() {
     .await;
 
     let outcome = dispatch::submit(&app.worker, &pool, &polled[0]).await;
-    app.worker.send_logs().await;
+    app.worker.send_pending().await;
     match &outcome {
         dispatch::SubmitOutcome::NotClaimed { reason } => {
             assert!(reason.contains("already left Scheduled"), "{reason}")

@@ -85,6 +85,7 @@ async fn both_functions_work_under_the_lambda_runtime() {
             "AWS_ACCESS_KEY_ID=test".into(),
             "AWS_SECRET_ACCESS_KEY=test".into(),
             "AWS_LAMBDA_LOG_FORMAT=JSON".into(),
+            "PFNF_METRICS_NAMESPACE=PrefectNorthflankTest".into(),
         ]
         .join("\n"),
     )
@@ -183,5 +184,21 @@ async fn both_functions_work_under_the_lambda_runtime() {
     assert!(
         !log.contains(WEBHOOK_TOKEN) && !log.contains(NF_TOKEN),
         "no secret in the logs"
+    );
+    // The dispatch summary as CloudWatch metrics: a line of its own that CloudWatch parses.
+    let metrics = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["_aws"]["CloudWatchMetrics"].is_array())
+        .unwrap_or_else(|| panic!("no embedded-metric-format line in:\n{log}"));
+    assert_eq!(
+        metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "PrefectNorthflankTest"
+    );
+    assert_eq!(metrics["WorkPool"], app.pool.as_str(), "{metrics}");
+    assert_eq!(
+        (&metrics["RunsClaimed"], &metrics["RunsSubmitted"]),
+        (&json!(1), &json!(1)),
+        "{metrics}"
     );
 }

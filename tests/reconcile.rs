@@ -29,7 +29,7 @@ async fn reconcile_once(w: &Worker) -> Report {
         tokio::time::Instant::now() + Duration::from_secs(30),
     )
     .await;
-    w.send_logs().await;
+    w.send_pending().await;
     report
 }
 

@@ -153,7 +153,7 @@ async fn a_run_whose_deployment_is_gone_is_cancelled() {
     polled[0].flow_run.deployment_id = Some(missing);
 
     let outcome = dispatch::submit(&app.worker, &pool, &polled[0]).await;
-    app.worker.send_logs().await;
+    app.worker.send_pending().await;
     let expected = format!("Deployment {missing} no longer exists, cancelled run.");
     assert_eq!(
         outcome,

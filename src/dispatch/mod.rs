@@ -51,6 +51,8 @@ pub struct Summary {
     pub submitted: u32,
     /// Claimed and crashed, or failed before the claim.
     pub failed: u32,
+    /// Of `failed`, those claimed and then crashed.
+    pub crashed: u32,
     /// Left alone: claimed by someone else, already in flight, or no time left.
     pub skipped: u32,
     /// Cancelled because their deployment is gone.
@@ -59,6 +61,8 @@ pub struct Summary {
     pub rescheduled: u32,
     pub prefect_requests: u64,
     pub northflank_requests: u64,
+    /// Northflank answers 429 among `northflank_requests`.
+    pub northflank_throttled: u64,
     pub duration_ms: u64,
     /// What reconciliation did in this invocation.
     pub reconcile: crate::reconcile::Report,
@@ -74,6 +78,7 @@ impl Summary {
             SubmitOutcome::Crashed { .. } => {
                 self.claimed += 1;
                 self.failed += 1;
+                self.crashed += 1;
             }
             SubmitOutcome::Rescheduled { .. } => {
                 self.claimed += 1;
@@ -148,9 +153,10 @@ pub async fn poll(worker: &Worker, limit: u32) -> Result<Vec<WorkerFlowRun>, Pre
 pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
     let started = Instant::now();
     let worker = Arc::new(worker.until(deadline));
-    let (p0, n0) = (
+    let (p0, n0, t0) = (
         worker.prefect.requests_sent(),
         worker.northflank.requests_sent(),
+        worker.northflank.throttled(),
     );
     let mut summary = Summary::default();
     let mut pool = Arc::new(read_pool(&worker).await?);
@@ -192,7 +198,7 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
                     _ = tokio::time::sleep(LOG_FLUSH_EVERY) => false,
                     _ = &mut logs_stopped => true,
                 };
-                worker.send_logs().await;
+                worker.send_pending().await;
                 if last {
                     break;
                 }
@@ -301,6 +307,7 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     let _ = tokio::time::timeout_at(deadline, sending_logs).await;
     summary.prefect_requests = worker.prefect.requests_sent() - p0;
     summary.northflank_requests = worker.northflank.requests_sent() - n0;
+    summary.northflank_throttled = worker.northflank.throttled() - t0;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         polls = summary.polls,
@@ -308,6 +315,7 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
         claimed = summary.claimed,
         submitted = summary.submitted,
         failed = summary.failed,
+        crashed = summary.crashed,
         skipped = summary.skipped,
         cancelled = summary.cancelled,
         rescheduled = summary.rescheduled,
@@ -315,7 +323,9 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
         poll_errors = summary.poll_errors,
         prefect_requests = summary.prefect_requests,
         northflank_requests = summary.northflank_requests,
+        northflank_throttled = summary.northflank_throttled,
         duration_ms = summary.duration_ms,
+        reconcile = ?summary.reconcile,
         "dispatch invocation finished"
     );
     Ok(summary)

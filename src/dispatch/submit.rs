@@ -13,6 +13,7 @@ use crate::ids::InfrastructurePid;
 use crate::northflank::launch::{Launch, launch};
 use crate::northflank::{NorthflankClient, NorthflankError};
 use crate::prefect::PrefectError;
+use crate::prefect::events;
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::{Deployment, FlowRun, State, StateType, WorkPool, WorkerFlowRun};
 use crate::prefect::stale;
@@ -274,28 +275,9 @@ pub async fn launch_claimed(
     for warning in &rendered.warnings {
         log.warn(warning.clone());
     }
-    // Labels are informational: one retry at most, beside the `Submitting` proposal rather
-    // than before it. Prefect updates labels by reading then writing, which a busy SQLite
-    // server refuses; retrying harder only adds to its load.
-    let once_more = crate::retry::RetryPolicy {
-        max_retries: 1,
-        first_delay: std::time::Duration::from_millis(500),
-        jitter: 0.5,
-    };
-    let (labeller, labels, submitting) = (
-        prefect.with_retries(once_more),
-        labels(worker, pool),
-        Proposal::submitting(),
-    );
     // The 3.9 sub-state; older servers abort it, which changes nothing for us. An answer that
     // shows the run has left PENDING (cancelled meanwhile) ends the submission before any job.
-    let (labelled, submitting) = tokio::join!(
-        labeller.update_labels(run.id, &labels),
-        prefect.set_state(run.id, &submitting)
-    );
-    if let Err(e) = labelled {
-        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
-    }
+    let submitting = prefect.set_state(run.id, &Proposal::submitting()).await;
     match submitting {
         Ok(r)
             if r.state
@@ -310,6 +292,22 @@ pub async fn launch_claimed(
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "could not propose Submitting"),
+    }
+    // Labels are informational, so a failure is only logged. They follow the proposal rather
+    // than run beside it: Prefect updates labels by reading then writing the flow run, which
+    // SQLite refuses while the state write holds the row. A short retry policy keeps a busy
+    // server from being asked again and again.
+    let few_retries = crate::retry::RetryPolicy {
+        max_retries: 3,
+        first_delay: std::time::Duration::from_millis(300),
+        jitter: 0.5,
+    };
+    let labelled = prefect
+        .with_retries(few_retries)
+        .update_labels(run.id, &labels(worker, pool))
+        .await;
+    if let Err(e) = labelled {
+        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
     }
     worker
         .memory
@@ -365,7 +363,7 @@ pub async fn launch_claimed(
         run.name
     ));
     log.info(format!(
-        "Northflank job '{}' in project '{}' {} run '{}'",
+        "Northflank job '{}' in project '{}' {} run '{}': {}",
         launched.job,
         rendered.project_id,
         if launched.adopted {
@@ -373,7 +371,25 @@ pub async fn launch_claimed(
         } else {
             "started"
         },
-        launched.run
+        launched.run,
+        worker
+            .settings
+            .job_link(&rendered.project_id, launched.job.as_str())
+    ));
+    let mut tags = deployment.tags.clone();
+    tags.extend(flow.tags.iter().cloned());
+    tags.extend(run.tags.iter().cloned());
+    let related = events::Related {
+        flow_run: (run.id, run.name.clone()),
+        flow: (flow.id, Some(flow.name.clone())),
+        deployment: Some((deployment.id, Some(deployment.name.clone()))),
+        tags,
+        work_pool: (Some(pool.id), pool.name.clone()),
+    };
+    worker.keep_event(events::submitted(
+        &worker.settings.worker_name,
+        &related,
+        &launched.run,
     ));
     Ok((pid, launched.adopted))
 }

@@ -136,6 +136,8 @@ struct Inner {
     requests: AtomicU64,
     /// Answers 401 or 403: the credentials may have been rotated.
     auth_failures: AtomicU64,
+    /// Answers 429.
+    throttled: AtomicU64,
     rate: Mutex<RateLimit>,
 }
 
@@ -170,6 +172,7 @@ impl NorthflankClient {
                 policy,
                 requests: AtomicU64::new(0),
                 auth_failures: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
                 rate: Mutex::new(RateLimit::default()),
             }),
             deadline: None,
@@ -202,6 +205,11 @@ impl NorthflankClient {
     /// Answers 401 or 403 so far: a signal to read the credentials again.
     pub fn auth_failures(&self) -> u64 {
         self.inner.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// Answers 429 so far.
+    pub fn throttled(&self) -> u64 {
+        self.inner.throttled.load(Ordering::Relaxed)
     }
 
     /// The rate-limit headers of the latest answer.
@@ -256,9 +264,11 @@ impl NorthflankClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        if matches!(status.as_u16(), 401 | 403) {
-            self.inner.auth_failures.fetch_add(1, Ordering::Relaxed);
-        }
+        match status.as_u16() {
+            401 | 403 => self.inner.auth_failures.fetch_add(1, Ordering::Relaxed),
+            429 => self.inner.throttled.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let error = &envelope["error"];
         Err(NorthflankError::Api(Box::new(ApiFailure {
@@ -396,6 +406,48 @@ impl NorthflankClient {
     pub async fn list_runs(&self, project: &str, job: &str) -> Result<Vec<JobRun>> {
         self.list(&["v1", "projects", project, "jobs", job, "runs"], "runs")
             .await
+    }
+
+    /// The last `lines` log lines of a run, oldest first (`GET …/jobs/{job}/logs`, read
+    /// backwards from the end). Each line is the `log` text Northflank returns.
+    pub async fn run_logs(
+        &self,
+        project: &str,
+        job: &str,
+        run: &str,
+        lines: u32,
+    ) -> Result<Vec<String>> {
+        let query = [
+            ("runId", run.to_string()),
+            ("lineLimit", lines.to_string()),
+            ("direction", "backward".to_string()),
+        ];
+        let value = self
+            .send(
+                Method::GET,
+                &["v1", "projects", project, "jobs", job, "logs"],
+                &query,
+                None,
+            )
+            .await?;
+        let mut out: Vec<(String, String)> = value["data"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| {
+                let text = match &entry["log"] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (entry["ts"].as_str().unwrap_or_default().to_string(), text)
+            })
+            .collect();
+        // Backwards means newest first; put them back in the order they were written.
+        out.reverse();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, text)| text).collect())
     }
 
     pub async fn get_notification_integration(&self, id: &str) -> Result<Option<Value>> {

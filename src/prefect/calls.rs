@@ -142,6 +142,18 @@ impl PrefectClient {
         .map(drop)
     }
 
+    /// `POST /events` (prefect-worker-protocol.md §11): the HTTP alternative to the events
+    /// WebSocket, answered 204.
+    pub async fn emit_events(&self, events: &[Value]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let body = Value::Array(events.to_vec());
+        self.send(Method::POST, &["events"], Some(&body))
+            .await
+            .map(drop)
+    }
+
     pub async fn send_logs(&self, entries: &[LogEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());

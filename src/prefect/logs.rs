@@ -1,11 +1,8 @@
 //! Worker messages for a flow run's Logs tab.
 //!
 //! Messages are collected while one flow run is handled, then kept in the worker's
-//! [`LogBuffer`], which sends everything waiting in one `POST /logs/` every couple of seconds
-//! (as Prefect's own log handler batches), so a busy dispatch costs a few log requests, not one
-//! per run. Each line also goes to `tracing`.
-
-use std::sync::Mutex;
+//! [`Outbox`](super::outbox::Outbox) until the next batch is sent. Each line also goes to
+//! `tracing`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -90,26 +87,5 @@ impl RunLog {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-/// Worker messages waiting to be sent, across every flow run this process handles.
-#[derive(Debug, Default)]
-pub struct LogBuffer {
-    entries: Mutex<Vec<LogEntry>>,
-}
-
-impl LogBuffer {
-    pub fn keep(&self, log: &mut RunLog) {
-        let mut taken = log.take();
-        self.lock().append(&mut taken);
-    }
-
-    pub fn take(&self) -> Vec<LogEntry> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LogEntry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

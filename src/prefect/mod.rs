@@ -4,8 +4,10 @@
 mod blocks;
 mod calls;
 mod client;
+pub mod events;
 pub mod logs;
 pub mod models;
+pub mod outbox;
 pub mod stale;
 pub mod states;
 

@@ -89,6 +89,8 @@ pub struct FlowRun {
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
     #[serde(default)]
+    pub work_pool_id: Option<Uuid>,
+    #[serde(default)]
     pub work_pool_name: Option<String>,
     #[serde(default)]
     pub work_queue_name: Option<String>,

@@ -45,6 +45,12 @@ pub struct Decision {
     pub delete_job: bool,
     /// A line for the flow run's logs.
     pub note: Option<String>,
+    /// The container's outcome once its run has concluded (0 succeeded, 1 failed), for the
+    /// `executed-flow-run` event.
+    pub status_code: Option<i32>,
+    /// Copy the container's last log lines to the flow run's logs: it failed, and its job is
+    /// about to be deleted or its flow run crashed.
+    pub forward_logs: bool,
 }
 
 pub fn decide(f: &Facts) -> Decision {
@@ -56,9 +62,8 @@ pub fn decide(f: &Facts) -> Decision {
         let note = (f.event == Some("job-run:start"))
             .then(|| format!("Northflank run '{}' of job '{}' started", run.id, f.job));
         return Decision {
-            transition: None,
-            delete_job: false,
             note,
+            ..Decision::default()
         };
     }
     let status = match &run.status {
@@ -86,10 +91,15 @@ pub fn decide(f: &Facts) -> Decision {
         ))),
         _ => None,
     };
+    let failed = run.status != RunStatus::Success;
+    let forward_logs =
+        failed && (f.cleanup_job || matches!(transition, Some(Transition::Crash(_))));
     Decision {
         transition,
         delete_job: f.cleanup_job,
         note: Some(format!("{where_} concluded with status {status}")),
+        status_code: Some(i32::from(failed)),
+        forward_logs,
     }
 }
 
@@ -115,6 +125,7 @@ fn gone(f: &Facts) -> Decision {
         transition,
         delete_job: f.cleanup_job,
         note: Some(what),
+        ..Decision::default()
     }
 }
 
@@ -228,6 +239,32 @@ mod tests {
                 "{state:?} {view:?} cleanup={cleanup}"
             );
         }
+    }
+
+    #[test]
+    fn a_failed_container_is_explained_before_its_logs_go() {
+        let ok = run(true, RunStatus::Success);
+        let failed = run(true, RunStatus::Failed);
+        let active = run(false, RunStatus::Running);
+        // (state, run, cleanup) → (status code, forward logs)
+        let cases = [
+            (Failed, &failed, true, (Some(1), true)),
+            (Running, &failed, false, (Some(1), true)),
+            (Failed, &failed, false, (Some(1), false)),
+            (Completed, &ok, true, (Some(0), false)),
+            (Running, &ok, true, (Some(0), false)),
+            (Running, &active, true, (None, false)),
+        ];
+        for (state, r, cleanup, want) in cases {
+            let d = decide(&facts(Some(state), RunView::Found(r), cleanup));
+            assert_eq!(
+                (d.status_code, d.forward_logs),
+                want,
+                "{state:?} {r:?} cleanup={cleanup}"
+            );
+        }
+        let gone = decide(&facts(Some(Running), RunView::Gone, true));
+        assert_eq!((gone.status_code, gone.forward_logs), (None, false));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::ids::{FlowRunId, InfrastructurePid, JobName};
 use crate::northflank::NorthflankClient;
 use crate::northflank::NorthflankError;
 use crate::prefect::PrefectError;
+use crate::prefect::events;
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::FlowRun;
 use crate::prefect::models::SetStateStatus;
@@ -164,6 +165,20 @@ pub async fn settle_read(
             }
         }
     }
+    if let (Some(run), true) = (&run_id, decision.forward_logs) {
+        forward_logs(worker, nf, (&project, &job, run), &mut log).await;
+    }
+    if let (Some(flow_run), Some(run), Some(code)) = (&flow_run, &run_id, decision.status_code) {
+        let pid = (flow_run.infrastructure_pid.clone())
+            .unwrap_or_else(|| format!("{project}:{job}:{run}"));
+        worker.keep_event(events::executed(
+            &worker.settings.worker_name,
+            &events::Related::of_flow_run(flow_run),
+            run,
+            &pid,
+            code,
+        ));
+    }
     let mut job_deleted = false;
     if decision.delete_job {
         nf.delete_job(&project, &job).await?;
@@ -174,7 +189,7 @@ pub async fn settle_read(
     }
     if flow_run.is_some() {
         worker.keep_logs(&mut log);
-        worker.send_logs().await;
+        worker.send_pending().await;
     }
     tracing::info!(decision = action, job_deleted, "settled");
     Ok(settled(
@@ -182,6 +197,36 @@ pub async fn settle_read(
         job_deleted,
         decision.note.unwrap_or_default(),
     ))
+}
+
+/// Copies a failed container's last log lines to the flow run's logs, where a Prefect user
+/// looks first; its job (and so its logs) may be deleted right after. Best effort: the state is
+/// already set.
+async fn forward_logs(
+    worker: &Worker,
+    nf: &NorthflankClient,
+    (project, job, run): (&str, &str, &str),
+    log: &mut RunLog,
+) {
+    let lines = worker.settings.forward_log_lines;
+    if lines == 0 {
+        return;
+    }
+    match nf.run_logs(project, job, run, lines).await {
+        Ok(lines) if lines.is_empty() => {
+            log.info(format!(
+                "Northflank run '{run}' of job '{job}' logged nothing"
+            ));
+        }
+        Ok(lines) => log.info(format!(
+            "Last {} log lines of Northflank run '{run}' of job '{job}':\n{}",
+            lines.len(),
+            lines.join("\n")
+        )),
+        Err(e) => log.warn(format!(
+            "Could not read the logs of Northflank run '{run}' of job '{job}': {e}"
+        )),
+    }
 }
 
 /// The Northflank client for a flow run: the worker's own, unless the run's pid says its job

@@ -319,6 +319,34 @@ impl TestApp {
             .collect()
     }
 
+    /// The worker events about flow run `id` once all of `names` are stored, by name. The
+    /// server persists events in batches, so this waits for them.
+    pub async fn worker_events(&self, id: FlowRunId, names: &[&str]) -> Vec<Value> {
+        let filter = json!({
+            "filter": {
+                "event": {"prefix": ["prefect.worker."]},
+                "any_resource": {"id": [format!("prefect.flow-run.{id}")]},
+            },
+            "limit": 50,
+        });
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = self.post("/events/filter", filter.clone()).await;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if names
+                .iter()
+                .all(|n| events.iter().any(|e| e["event"] == *n))
+            {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "events {names:?} about {id} never arrived; stored: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// The JSON bodies the emulator received for `method` on paths containing `fragment`.
     pub fn bodies(&self, method: &str, fragment: &str) -> Vec<Value> {
         self.emulator
