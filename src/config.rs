@@ -81,19 +81,23 @@ pub struct Credentials {
     pub northflank_token: Secret,
     /// The shared token Northflank sends in `X-Northflank-Notification-Integration-Token`.
     pub webhook_token: Secret,
+    /// The token Prefect's instant-dispatch automation sends (see [`crate::instant`]); none
+    /// turns the endpoint off.
+    pub dispatch_token: Option<Secret>,
 }
 
 impl Credentials {
     /// The variables credentials are read from when they do not come from a secret.
-    pub const VARIABLES: [&str; 4] = [
+    pub const VARIABLES: [&str; 5] = [
         "PREFECT_API_KEY",
         "PREFECT_API_AUTH_STRING",
         "NORTHFLANK_API_TOKEN",
         "PFNF_WEBHOOK_TOKEN",
+        "PFNF_DISPATCH_TOKEN",
     ];
 
-    /// Reads `PREFECT_API_KEY` / `PREFECT_API_AUTH_STRING`, `NORTHFLANK_API_TOKEN` and
-    /// `PFNF_WEBHOOK_TOKEN`.
+    /// Reads `PREFECT_API_KEY` / `PREFECT_API_AUTH_STRING`, `NORTHFLANK_API_TOKEN`,
+    /// `PFNF_WEBHOOK_TOKEN` and optionally `PFNF_DISPATCH_TOKEN`.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |var: &'static str| {
             get(var)
@@ -108,6 +112,9 @@ impl Credentials {
             ),
             northflank_token: required("NORTHFLANK_API_TOKEN")?,
             webhook_token: required("PFNF_WEBHOOK_TOKEN")?,
+            dispatch_token: get("PFNF_DISPATCH_TOKEN")
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
         })
     }
 

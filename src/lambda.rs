@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::Utc;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tokio::sync::RwLock;
@@ -143,15 +143,31 @@ pub async fn dispatch(
     Ok(summary)
 }
 
-/// The webhook function, behind a Function URL (payload format 2.0).
+/// The webhook function, behind a Function URL (payload format 2.0): Northflank's
+/// notifications on any path, and the instant-dispatch automation's calls on
+/// [`instant::PATH`](crate::instant::PATH).
 pub async fn webhook(app: &App, request: Request) -> Result<Response<Body>, Error> {
     let (headers, body) = (request.headers(), request.body().as_ref());
-    let response = app
-        .run(
+    let response = if request.uri().path() == crate::instant::PATH {
+        let deadline = request
+            .lambda_context_ref()
+            .map_or_else(
+                || Instant::now() + crate::instant::BUDGET,
+                |c| deadline(c.deadline),
+            )
+            .min(Instant::now() + crate::instant::BUDGET);
+        app.run(
+            |r: &crate::webhook::Response| r.status == 503,
+            |worker| async move { crate::instant::handle(&worker, headers, deadline).await },
+        )
+        .await
+    } else {
+        app.run(
             |r: &crate::webhook::Response| r.status == 503,
             |worker| async move { crate::webhook::handle(&worker, headers, body).await },
         )
-        .await;
+        .await
+    };
     Ok(Response::builder()
         .status(response.status)
         .header("content-type", "application/json")

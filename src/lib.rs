@@ -26,6 +26,8 @@
 //! - [`webhook`]: a Northflank job-run notification in, a Prefect state and a job cleanup out.
 //!   The decision itself is a pure function of the facts gathered.
 //! - [`metrics`]: the dispatch summary as CloudWatch metrics (embedded metric format).
+//! - [`instant`]: instant dispatch: the Prefect automation that calls the webhook function
+//!   when a flow run is scheduled, and the quick dispatch that answers it.
 //! - [`local`]: the long-running local worker: dispatch ticks plus the webhook on an HTTP port.
 //! - [`worker`]: settings, credentials and the two clients, shared by both steps.
 //! - [`lambda`]: the glue between the AWS Lambda runtimes and the two steps; the binaries in
@@ -35,6 +37,7 @@ pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod ids;
+pub mod instant;
 pub mod integration;
 pub mod lambda;
 pub mod local;

@@ -24,6 +24,7 @@ pub fn router(worker: Arc<Worker>) -> Router {
     let limit = worker.settings.webhook_max_body;
     Router::new()
         .route(WEBHOOK_PATH, post(webhook))
+        .route(crate::instant::PATH, post(instant))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(worker)
@@ -34,7 +35,15 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let response = crate::webhook::handle(&worker, &headers, &body).await;
+    reply(crate::webhook::handle(&worker, &headers, &body).await)
+}
+
+async fn instant(State(worker): State<Arc<Worker>>, headers: HeaderMap) -> impl IntoResponse {
+    let deadline = Instant::now() + crate::instant::BUDGET;
+    reply(crate::instant::handle(&worker, &headers, deadline).await)
+}
+
+fn reply(response: crate::webhook::Response) -> impl IntoResponse {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(response.body))
 }

@@ -1,7 +1,7 @@
 //! Credentials from one JSON secret in AWS Secrets Manager.
 //!
-//! The secret holds `northflank_api_token`, `webhook_token`, and `prefect_api_key` or
-//! `prefect_api_auth_string`. It is read once per Lambda container and again after an
+//! The secret holds `northflank_api_token`, `webhook_token`, `prefect_api_key` or
+//! `prefect_api_auth_string`, and optionally `dispatch_token` (instant dispatch). It is read once per Lambda container and again after an
 //! authentication failure (a rotated token). Errors name the key and the rule, never a value.
 //! Without `PFNF_SECRET_ID`, the same credentials come from the environment (local mode).
 
@@ -80,6 +80,7 @@ pub fn parse(id: &str, text: &str) -> Result<Credentials, SecretError> {
             "webhook_token",
             "the shared secret of the Northflank notification integration",
         )?),
+        dispatch_token: get("dispatch_token")?.map(Secret::new),
     })
 }
 
@@ -161,10 +162,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.northflank_token.expose(), "nf");
         assert_eq!(c.prefect.container_env(), Some(("PREFECT_API_KEY", "pnu")));
+        assert!(c.dispatch_token.is_none());
         let c = parse("s", r#"{"northflank_api_token":"nf","webhook_token":"wh","prefect_api_auth_string":"u:p","prefect_api_key":""}"#).unwrap();
         assert_eq!(
             c.prefect.container_env(),
             Some(("PREFECT_API_AUTH_STRING", "u:p"))
+        );
+        let c = parse(
+            "s",
+            r#"{"northflank_api_token":"nf","webhook_token":"wh","dispatch_token":"dt"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.dispatch_token.map(|t| t.expose().to_string()).as_deref(),
+            Some("dt")
         );
     }
 

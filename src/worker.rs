@@ -30,6 +30,8 @@ pub struct Worker {
     pub lookups: Arc<Lookups>,
     /// Flow-run log lines and worker events waiting to be sent.
     pub outbox: Arc<Outbox>,
+    /// Folds instant-dispatch calls that arrive together into one poll.
+    pub instant: Arc<crate::instant::Gate>,
 }
 
 impl Worker {
@@ -53,6 +55,7 @@ impl Worker {
             memory: Arc::default(),
             lookups: Arc::default(),
             outbox: Arc::default(),
+            instant: Arc::default(),
         })
     }
 
@@ -66,6 +69,7 @@ impl Worker {
             memory: self.memory.clone(),
             lookups: self.lookups.clone(),
             outbox: self.outbox.clone(),
+            instant: self.instant.clone(),
         }
     }
 

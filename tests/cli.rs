@@ -233,3 +233,44 @@ async fn webhook_register_is_idempotent_and_its_integration_delivers() {
     app.wait_for_state(id, &["CRASHED"], std::time::Duration::from_secs(15))
         .await;
 }
+
+/// `instant-dispatch enable` needs the dispatch token, then writes the automation once;
+/// `disable` removes it.
+#[tokio::test]
+async fn instant_dispatch_enable_and_disable() {
+    let app = TestApp::spawn().await;
+    let base = [
+        ("PREFECT_API_URL", app.api.as_str()),
+        ("NORTHFLANK_API_TOKEN", helpers::NF_TOKEN),
+        ("PFNF_WEBHOOK_TOKEN", helpers::WEBHOOK_TOKEN),
+    ];
+    let enable = [
+        "instant-dispatch",
+        "enable",
+        "--url",
+        app.webhook_url.as_str(),
+        "--pool",
+        app.pool.as_str(),
+    ];
+    let refused = prefect_nf(&enable, &base).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("PFNF_DISPATCH_TOKEN"), "{stderr}");
+
+    let mut with_token = base.to_vec();
+    with_token.push(("PFNF_DISPATCH_TOKEN", helpers::DISPATCH_TOKEN));
+    for expected in ["created", "updated"] {
+        let out = prefect_nf(&enable, &with_token).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with(expected) && stdout.contains("/prefect/dispatch"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let disable = ["instant-dispatch", "disable", "--pool", app.pool.as_str()];
+    let out = prefect_nf(&disable, &with_token).await;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("deleted"));
+    let out = prefect_nf(&disable, &with_token).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was not enabled"));
+}

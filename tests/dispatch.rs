@@ -108,6 +108,76 @@ async fn one_invocation_makes_the_pool_ready_and_the_worker_online() {
     }
 }
 
+/// The default schedule (template.yaml: one invocation a minute) with the default poll window
+/// keeps the worker ONLINE and the pool, queue and deployment READY between ticks. The server
+/// marks a queue or deployment NOT_READY 60 s after its last poll, and a worker OFFLINE three
+/// heartbeat intervals after its last heartbeat; the statuses are read at the worst moment,
+/// just before the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_holds_between_two_scheduled_invocations() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let defaults = prefect_nf::config::Settings::new("http://127.0.0.1:9/api", "unused");
+    let mut worker = app.another_worker("prefect-nf-test");
+    worker.settings.poll_window = defaults.poll_window;
+    worker.settings.poll_interval = defaults.poll_interval;
+    let tick = Duration::from_secs(60);
+
+    let first = tokio::time::Instant::now();
+    let summary = dispatch::invoke(&worker, first + Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert!(summary.polls >= 5, "{summary:?}");
+    tokio::time::sleep_until(first + tick - Duration::from_secs(1)).await;
+    assert_eq!(
+        statuses(&app, deployment).await,
+        ["ONLINE", "READY", "READY", "READY"]
+    );
+    // The last poll is recent enough that the 60 s timeout is far off, not merely unreached.
+    let last_polled = app.get(&format!("/deployments/{deployment}")).await["last_polled"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("last_polled");
+    let since = chrono::Utc::now().signed_duration_since(last_polled);
+    assert!(since.num_seconds() < 30, "last poll {since} ago");
+
+    worker.settings.poll_window = Duration::ZERO;
+    dispatch::invoke(&worker, first + tick + Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&app, deployment).await,
+        ["ONLINE", "READY", "READY", "READY"]
+    );
+}
+
+/// Our worker's status, then the pool's, the default queue's and the deployment's.
+async fn statuses(app: &TestApp, deployment: uuid::Uuid) -> [String; 4] {
+    let workers = app
+        .post(
+            &format!("/work_pools/{}/workers/filter", app.pool),
+            json!({}),
+        )
+        .await;
+    let worker = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "prefect-nf-test")
+        .map(|w| w["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let status = |v: Value| v["status"].as_str().unwrap_or_default().to_string();
+    [
+        worker,
+        status(app.get(&format!("/work_pools/{}", app.pool)).await),
+        status(
+            app.get(&format!("/work_pools/{}/queues/default", app.pool))
+                .await,
+        ),
+        status(app.get(&format!("/deployments/{deployment}")).await),
+    ]
+}
+
 /// A missing pool is reported as a configuration error, not an HTTP status.
 #[tokio::test]
 async fn a_missing_pool_is_a_clear_error() {

@@ -39,16 +39,21 @@ fn function_url_request(token: &str, body: &Value) -> lambda_http::Request {
     lambda_http::request::from_str(&raw.to_string()).expect("a valid Function URL request")
 }
 
+/// The Lambda glue around the test app's worker.
+fn lambda_app(app: &TestApp) -> lambda::App {
+    lambda::App::new(
+        app.worker.clone(),
+        prefect_nf::secrets::Source::environment(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatch_handler_runs_an_invocation_from_a_schedule_event() {
     let app = TestApp::spawn().await;
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "hang").await;
 
-    let lambda_app = lambda::App::new(
-        app.worker.clone(),
-        prefect_nf::secrets::Source::environment(),
-    );
+    let lambda_app = lambda_app(&app);
     let summary = lambda::dispatch(&lambda_app, schedule_event(60))
         .await
         .unwrap();
@@ -82,10 +87,7 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     let run = app.northflank_run(id).await;
     let body = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
 
-    let lambda_app = lambda::App::new(
-        app.worker.clone(),
-        prefect_nf::secrets::Source::environment(),
-    );
+    let lambda_app = lambda_app(&app);
     let refused = lambda::webhook(&lambda_app, function_url_request("wrong", &body))
         .await
         .unwrap();
@@ -100,4 +102,42 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     assert_eq!(answer["action"], "crashed", "{answer}");
     assert_eq!(app.state_type(id).await, "CRASHED");
     assert!(!app.jobs().contains(&job));
+}
+
+/// The automation's call reaches the quick dispatch through the same function, on its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_function_answers_instant_dispatch_on_its_path() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "hang").await;
+    let lambda_app = lambda_app(&app);
+    let call = |token: &str| {
+        let mut raw: Value =
+            serde_json::from_str(include_str!("fixtures/function-url-request.json")).unwrap();
+        raw["rawPath"] = json!(prefect_nf::instant::PATH);
+        raw["rawQueryString"] = json!("");
+        raw["requestContext"]["http"]["method"] = json!("POST");
+        raw["requestContext"]["http"]["path"] = json!(prefect_nf::instant::PATH);
+        raw["headers"]["content-type"] = json!("application/json");
+        raw["headers"][prefect_nf::instant::TOKEN_HEADER] = json!(token);
+        raw["body"] = json!(json!({"work_pool": app.pool}).to_string());
+        lambda_http::request::from_str(&raw.to_string()).unwrap()
+    };
+    // Northflank's token is not the dispatch token.
+    let refused = lambda::webhook(&lambda_app, call(WEBHOOK_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let response = lambda::webhook(&lambda_app, call(helpers::DISPATCH_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(answer["summary"]["submitted"], 1, "{answer}");
+    assert_eq!(answer["summary"]["polls"], 1, "{answer}");
+    assert!(
+        app.flow_run_json(id).await["infrastructure_pid"]
+            .as_str()
+            .is_some()
+    );
 }

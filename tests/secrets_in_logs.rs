@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{NF_TOKEN, Options, TestApp, WEBHOOK_TOKEN, block};
-use prefect_nf::pool;
+use helpers::{DISPATCH_TOKEN, NF_TOKEN, Options, TestApp, WEBHOOK_TOKEN, block};
+use prefect_nf::{instant, pool};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -90,6 +90,20 @@ async fn no_secret_value_appears_in_any_log_line() {
     .await;
     // Reconciliation reads both runs' history and sweeps the project.
     app.dispatch_once().await;
+    // Instant dispatch: its token goes to Prefect in a block and comes back in a header.
+    let prefect = &app.worker.prefect;
+    instant::enable(prefect, &app.pool, &app.webhook_url, DISPATCH_TOKEN)
+        .await
+        .unwrap();
+    let answer = app
+        .http
+        .post(instant::endpoint(&app.webhook_url).unwrap())
+        .header(instant::TOKEN_HEADER, DISPATCH_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    instant::disable(prefect, &app.pool).await.unwrap();
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(
@@ -101,6 +115,7 @@ async fn no_secret_value_appears_in_any_log_line() {
         ("the Prefect API key", api_key.as_str()),
         ("the worker's Northflank token", NF_TOKEN),
         ("the webhook token", WEBHOOK_TOKEN),
+        ("the dispatch token", DISPATCH_TOKEN),
         ("the credentials block's token", block_token.as_str()),
         ("the Secret block's value", secret_value.as_str()),
     ] {

@@ -15,7 +15,7 @@ use prefect_nf::prefect::PrefectClient;
 use prefect_nf::render::RunFacts;
 use prefect_nf::render::dry_run::{self, DryRun, Offline, Stage};
 use prefect_nf::secrets::Source;
-use prefect_nf::{dispatch, local, pool, worker::Worker};
+use prefect_nf::{dispatch, instant, local, pool, worker::Worker};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
@@ -56,6 +56,12 @@ enum Command {
     Webhook {
         #[command(subcommand)]
         action: WebhookCommand,
+    },
+    /// Let Prefect call the webhook the moment a flow run of the pool is scheduled (a Prefect
+    /// automation), so "Run now" starts within about a second instead of at the next tick.
+    InstantDispatch {
+        #[command(subcommand)]
+        action: InstantCommand,
     },
     /// Print exactly what dispatch would send to Northflank for a flow run (secrets redacted),
     /// or with `--stage config` the job configuration after Prefect's templating. Uses
@@ -123,6 +129,25 @@ enum WebhookCommand {
         project_id: String,
         #[arg(long, default_value = "prefect-nf")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstantCommand {
+    /// Create or update (found by name) the automation and the `webhook` block it calls, with
+    /// the dispatch token from the credentials (PFNF_SECRET_ID or PFNF_DISPATCH_TOKEN).
+    Enable {
+        /// The webhook's URL: the stack's WebhookUrl output, or the local worker's address.
+        /// The automation posts to <url>/prefect/dispatch.
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "PFNF_WORK_POOL")]
+        pool: String,
+    },
+    /// Delete the automation and its block.
+    Disable {
+        #[arg(long, env = "PFNF_WORK_POOL")]
+        pool: String,
     },
 }
 
@@ -242,6 +267,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::WorkPool { action } => pool_command(&env, action).await?,
+        Command::InstantDispatch { action } => instant_command(&env, action).await?,
         Command::Webhook {
             action:
                 WebhookCommand::Register {
@@ -353,6 +379,38 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 None => dry_run::dry_run(&input, stage, &Offline).await?,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(())
+}
+
+async fn instant_command(env: &Env, action: InstantCommand) -> Result<(), Error> {
+    let prefect = env.prefect()?;
+    match action {
+        InstantCommand::Enable { url, pool } => {
+            let token = env.credentials().await?.dispatch_token.ok_or(
+                "instant dispatch needs a dispatch token: set dispatch_token in the secret (PFNF_SECRET_ID) or PFNF_DISPATCH_TOKEN",
+            )?;
+            let enabled = instant::enable(&prefect, &pool, &url, token.expose()).await?;
+            println!(
+                "{} automation '{}' ({}): flow runs scheduled in '{pool}' call {} through block 'webhook/{}'",
+                if enabled.created {
+                    "created"
+                } else {
+                    "updated"
+                },
+                instant::automation_name(&pool),
+                enabled.automation_id,
+                instant::endpoint(&url)?,
+                enabled.block_document,
+            );
+        }
+        InstantCommand::Disable { pool } => {
+            if instant::disable(&prefect, &pool).await? {
+                println!("deleted the instant-dispatch automation of '{pool}' and its block");
+            } else {
+                println!("instant dispatch was not enabled for '{pool}'");
+            }
         }
     }
     Ok(())

@@ -149,8 +149,24 @@ pub async fn poll(worker: &Worker, limit: u32) -> Result<Vec<WorkerFlowRun>, Pre
         .await
 }
 
-/// A whole invocation, ending before `deadline`.
+/// A scheduled invocation, ending before `deadline`: heartbeat, polls for the poll window,
+/// reconciliation beside them.
 pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
+    run(worker, deadline, worker.settings.poll_window, true).await
+}
+
+/// A quick invocation for instant dispatch: heartbeat and one poll, no reconciliation (the
+/// scheduled invocations keep doing it).
+pub async fn invoke_instant(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
+    run(worker, deadline, Duration::ZERO, false).await
+}
+
+async fn run(
+    worker: &Worker,
+    deadline: Instant,
+    poll_window: Duration,
+    reconcile: bool,
+) -> Result<Summary, DispatchError> {
     let started = Instant::now();
     let worker = Arc::new(worker.until(deadline));
     let (p0, n0, t0) = (
@@ -172,12 +188,12 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     let mut last_heartbeat = Instant::now();
     let s = &worker.settings;
     let window_end =
-        (started + s.poll_window).min(deadline.checked_sub(SUBMIT_RESERVE).unwrap_or(started));
+        (started + poll_window).min(deadline.checked_sub(SUBMIT_RESERVE).unwrap_or(started));
     let permits = Arc::new(Semaphore::new(s.max_concurrency));
     let in_flight: Arc<Mutex<HashSet<FlowRunId>>> = Arc::default();
     let mut tasks: JoinSet<SubmitOutcome> = JoinSet::new();
     // Reconciliation runs beside the polls, so the polls stay on time.
-    let reconciling = {
+    let reconciling = reconcile.then(|| {
         let (worker, pool) = (worker.clone(), pool.clone());
         let until = deadline
             .checked_sub(Duration::from_secs(3))
@@ -186,7 +202,7 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
             async move { crate::reconcile::reconcile(&worker, &pool, until).await }
                 .instrument(tracing::Span::current()),
         )
-    };
+    });
 
     // Worker messages go out in batches while the invocation runs, and once more at its end.
     let (stop_logs, mut logs_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -295,10 +311,12 @@ pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, Dispa
     while let Ok(Some(sent)) = tokio::time::timeout_at(deadline, heartbeats.join_next()).await {
         summary.heartbeat_errors += u32::from(!sent.unwrap_or(false));
     }
-    match tokio::time::timeout_at(deadline, reconciling).await {
-        Ok(Ok(report)) => summary.reconcile = report,
-        Ok(Err(e)) => tracing::error!(error = %e, "reconciliation ended abnormally"),
-        Err(_) => tracing::warn!("reconciliation did not finish before the deadline"),
+    if let Some(reconciling) = reconciling {
+        match tokio::time::timeout_at(deadline, reconciling).await {
+            Ok(Ok(report)) => summary.reconcile = report,
+            Ok(Err(e)) => tracing::error!(error = %e, "reconciliation ended abnormally"),
+            Err(_) => tracing::warn!("reconciliation did not finish before the deadline"),
+        }
     }
     // Anything still running past the deadline is abandoned here; reconciliation finishes it.
     summary.skipped += tasks.len() as u32;

@@ -1,6 +1,7 @@
 //! Prefect: the REST client, the objects it reads, the states it proposes and the worker's log
 //! messages.
 
+mod automations;
 mod blocks;
 mod calls;
 mod client;

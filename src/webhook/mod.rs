@@ -32,17 +32,20 @@ pub struct Response {
 }
 
 impl Response {
-    fn new(status: u16, body: Value) -> Self {
+    pub(crate) fn new(status: u16, body: Value) -> Self {
         Response { status, body }
     }
 }
 
-/// Whether the request carries the shared token, compared in constant time.
+/// Whether the request carries Northflank's shared token.
 pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let given = headers
-        .get(TOKEN_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    header_matches(headers, TOKEN_HEADER, token)
+}
+
+/// Whether header `name` holds `token`, compared in constant time; an empty token never
+/// matches.
+pub fn header_matches(headers: &HeaderMap, name: &str, token: &str) -> bool {
+    let given = headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
     !token.is_empty() && bool::from(given.ct_eq(token.as_bytes()))
 }
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 pub const NF_TOKEN: &str = "nf-test-token";
 pub const WEBHOOK_TOKEN: &str = "hook-secret-for-tests";
+pub const DISPATCH_TOKEN: &str = "dispatch-secret-for-tests";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -410,6 +411,7 @@ pub fn worker_for(api: &str, pool: &str, northflank: &str, name: &str) -> Worker
         prefect: PrefectAuth::None,
         northflank_token: Secret::new(NF_TOKEN),
         webhook_token: Secret::new(WEBHOOK_TOKEN),
+        dispatch_token: Some(Secret::new(DISPATCH_TOKEN)),
     };
     Worker::new(settings, credentials).expect("worker")
 }
