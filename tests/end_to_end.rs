@@ -89,6 +89,7 @@ async fn a_real_flow_completes_and_its_job_is_deleted() {
             "submitted to infrastructure".to_string(),
             "Hello, Northflank!".to_string(),
             format!("Deleted Northflank job '{job}'"),
+            format!("of job '{job}' started"),
         ];
         if expected.iter().all(|e| logs.contains(e.as_str())) {
             // A container that succeeded has nothing to explain.
@@ -101,6 +102,19 @@ async fn a_real_flow_completes_and_its_job_is_deleted() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // Four Northflank requests for the flow run: create the job, start its run, read the run once
+    // it concluded, delete the job. The start notification is not confirmed with a read.
+    let counters = app.emulator.counters().requests;
+    let for_the_run: Vec<(&String, &u64)> = counters
+        .iter()
+        .filter(|(k, _)| k.contains("/jobs") && k.as_str() != "GET /v1/projects/{projectId}/jobs")
+        .collect();
+    assert_eq!(
+        for_the_run.iter().map(|(_, n)| **n).sum::<u64>(),
+        4,
+        "{for_the_run:?}"
+    );
 }
 
 /// 8b: the container dies without reporting: Crashed by the webhook, naming the Northflank run.

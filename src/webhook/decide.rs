@@ -58,13 +58,9 @@ pub fn decide(f: &Facts) -> Decision {
         RunView::Gone => return gone(f),
         RunView::Found(run) => run,
     };
+    // Still running: nothing to do (a start notification is answered before any decision).
     if !run.concluded {
-        let note = (f.event == Some("job-run:start"))
-            .then(|| format!("Northflank run '{}' of job '{}' started", run.id, f.job));
-        return Decision {
-            note,
-            ..Decision::default()
-        };
+        return Decision::default();
     }
     let status = match &run.status {
         RunStatus::Success => "SUCCESS".to_string(),

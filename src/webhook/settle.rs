@@ -18,6 +18,9 @@ use crate::prefect::stale;
 use crate::prefect::states::Proposal;
 use crate::worker::Worker;
 
+/// The notification of a run's start.
+const START_EVENT: &str = "job-run:start";
+
 /// What a notification (or reconciliation) knows besides the flow run.
 #[derive(Clone, Debug, Default)]
 pub struct Hint {
@@ -93,7 +96,11 @@ pub async fn settle_read(
         Some(run) => client_for(worker, run).await?,
         None => worker.northflank.clone(),
     };
-    let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
+    let known_run = pid.map(|p| p.run).or_else(|| hint.run.clone());
+    if hint.event.as_deref() == Some(START_EVENT) {
+        return Ok(started(worker, id, flow_run.as_ref(), &job, known_run).await);
+    }
+    let run_id = match known_run {
         Some(run) => Some(run),
         None => nf
             .list_runs(&project, &job)
@@ -197,6 +204,36 @@ pub async fn settle_read(
         job_deleted,
         decision.note.unwrap_or_default(),
     ))
+}
+
+/// A start notification only adds a line to the flow run's logs. It is not confirmed with a
+/// Northflank GET: nothing would be decided from it (a running run changes nothing), and the run's
+/// end brings its own notification, read then, or reconciliation. This keeps every flow run at
+/// four Northflank requests: create job, start run, read the concluded run, delete the job.
+async fn started(
+    worker: &Worker,
+    id: FlowRunId,
+    flow_run: Option<&FlowRun>,
+    job: &str,
+    run: Option<String>,
+) -> Settled {
+    let note = match &run {
+        Some(run) => format!("Northflank run '{run}' of job '{job}' started"),
+        None => format!("Northflank job '{job}' started a run"),
+    };
+    if flow_run.is_some() {
+        let mut log = RunLog::new(id);
+        log.info(note.clone());
+        worker.keep_logs(&mut log);
+        worker.send_pending().await;
+    }
+    tracing::info!(decision = "none", "run started");
+    Settled {
+        flow_run_id: id,
+        action: "none",
+        job_deleted: false,
+        detail: note,
+    }
 }
 
 /// Copies a failed container's last log lines to the flow run's logs, where a Prefect user
