@@ -54,6 +54,9 @@ pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settl
     let span =
         tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
     async {
+        if hint.event.as_deref() == Some(START_EVENT) {
+            return Ok(started(worker, id, &job, hint.run.as_deref()).await);
+        }
         let flow_run = worker.prefect.read_flow_run(id).await?;
         settle_read(worker, id, flow_run, hint).await
     }
@@ -96,11 +99,7 @@ pub async fn settle_read(
         Some(run) => client_for(worker, run).await?,
         None => worker.northflank.clone(),
     };
-    let known_run = pid.map(|p| p.run).or_else(|| hint.run.clone());
-    if hint.event.as_deref() == Some(START_EVENT) {
-        return Ok(started(worker, id, flow_run.as_ref(), &job, known_run).await);
-    }
-    let run_id = match known_run {
+    let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
         Some(run) => Some(run),
         None => nf
             .list_runs(&project, &job)
@@ -206,27 +205,19 @@ pub async fn settle_read(
     ))
 }
 
-/// A start notification only adds a line to the flow run's logs. It is not confirmed with a
-/// Northflank GET: nothing would be decided from it (a running run changes nothing), and the run's
-/// end brings its own notification, read then, or reconciliation. This keeps every flow run at
-/// four Northflank requests: create job, start run, read the concluded run, delete the job.
-async fn started(
-    worker: &Worker,
-    id: FlowRunId,
-    flow_run: Option<&FlowRun>,
-    job: &str,
-    run: Option<String>,
-) -> Settled {
-    let note = match &run {
+/// A start notification only adds a line to the flow run's logs. Neither the flow run nor the
+/// Northflank run is read: nothing would be decided from a running run, and the run's end brings
+/// its own notification (or reconciliation), read then. This keeps every flow run at four
+/// Northflank requests: create the job, start the run, read the concluded run, delete the job.
+async fn started(worker: &Worker, id: FlowRunId, job: &str, run: Option<&str>) -> Settled {
+    let note = match run {
         Some(run) => format!("Northflank run '{run}' of job '{job}' started"),
         None => format!("Northflank job '{job}' started a run"),
     };
-    if flow_run.is_some() {
-        let mut log = RunLog::new(id);
-        log.info(note.clone());
-        worker.keep_logs(&mut log);
-        worker.send_pending().await;
-    }
+    let mut log = RunLog::new(id);
+    log.info(note.clone());
+    worker.keep_logs(&mut log);
+    worker.send_pending().await;
     tracing::info!(decision = "none", "run started");
     Settled {
         flow_run_id: id,
