@@ -1,0 +1,269 @@
+"""The bench driver, started by scripts/bench once the Prefect server, the emulator and the
+proxies are up (their addresses arrive in BENCH_* variables). Sets up both workers' pools,
+runs every phase for ours and then for theirs, one worker process alive at a time, and writes
+bench/results.json and BENCHMARKS.md (report.py). Standard library only."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from api import Emulator, Prefect, Proxy
+from phases import first_request_ms, latency_phase, log, queued_phase
+from phases import requests_phase, wait_ready
+from procs import Worker
+import report
+
+SCALES = {
+    # req: flow runs per request-count phase (short and long flows: `short`, `long` seconds);
+    # lat: latency runs; tput: queued runs for throughput; rss_ours / rss_theirs: runs during
+    # the memory phase, with flows of `rss_secs`. Each can be overridden: BENCH_<KEY>.
+    "full": dict(req=20, lat=100, tput=500, rss_ours=1000, rss_theirs=100, short=5, long=60,
+                 rss_secs=60),
+    "small": dict(req=3, lat=8, tput=20, rss_ours=30, rss_theirs=5, short=5, long=15,
+                  rss_secs=10),
+}
+
+
+def settings():
+    scale = os.environ.get("BENCH_SCALE", "full")
+    if scale not in SCALES:
+        sys.exit(f"BENCH_SCALE must be one of {', '.join(SCALES)}")
+    cfg = dict(SCALES[scale], scale=scale)
+    for key in list(cfg):
+        if key != "scale" and os.environ.get(f"BENCH_{key.upper()}"):
+            cfg[key] = int(os.environ[f"BENCH_{key.upper()}"])
+    cfg["poll_interval"] = int(os.environ.get("BENCH_POLL_INTERVAL", "10"))
+    cfg["instant_poll_interval"] = int(os.environ.get("BENCH_INSTANT_POLL_INTERVAL", "60"))
+    cfg["only"] = os.environ.get("BENCH_ONLY", "both")
+    return cfg
+
+
+def clean_env():
+    """The environment without the caller's Prefect or worker settings."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PREFECT_", "PFNF_", "NORTHFLANK_", "BENCH_"))}
+
+
+class Side:
+    """One worker under test: its pool, project, token, proxy port and deployments."""
+
+    def __init__(self, ctx, name, proxy_port, poll_interval, extra_vars, argv, env):
+        self.ctx, self.name = ctx, name
+        self.pool = self.project = f"bench-{name}"
+        self.proxy = Proxy(proxy_port)
+        self.poll_interval = poll_interval
+        self.extra_vars, self.argv, self.env = extra_vars, argv, env
+        self.deployments = {}
+
+    def deployment(self, script):
+        if script not in self.deployments:
+            variables = {
+                "project_id": self.project,
+                # The emulator acts out the script; its engine emulation reports the flow's
+                # states to Prefect directly, not through this worker's proxy.
+                "env": {"NF_EMULATOR_SCRIPT": script, "PREFECT_API_URL": self.ctx.api},
+                **self.extra_vars,
+            }
+            name = f"{self.name}-{script.replace(':', '-').replace('.', '-')}"
+            self.deployments[script] = self.ctx.prefect.ensure_deployment(
+                self.ctx.flow_id, name, self.pool, variables)
+        return self.deployments[script]
+
+    def worker(self, label, **env):
+        return Worker(f"{self.name}-{label}", self.argv, {**self.env, **env},
+                      os.path.join(self.ctx.run_dir, f"worker-{self.name}.log"))
+
+
+class Ctx:
+    def __init__(self):
+        self.api = os.environ["BENCH_PREFECT_API"]
+        self.prefect = Prefect(self.api)
+        self.emulator_url = os.environ["BENCH_EMULATOR_URL"]
+        self.emulator = Emulator(self.emulator_url)
+        self.run_dir = os.environ["BENCH_RUN_DIR"]
+        self.rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
+        self.flow_id = self.prefect.ensure_flow("bench-flow")
+
+
+def run_cli(argv, env, what):
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return done.stdout
+
+
+def setup_ours(ctx, cfg, ports):
+    binary = os.environ["BENCH_OURS_BIN"]
+    hook = int(os.environ["BENCH_HOOK_PORT"])
+    env = {**clean_env(),
+           "PREFECT_API_URL": f"http://127.0.0.1:{ports['ours']}/api",
+           "PFNF_WORK_POOL": "bench-ours",
+           "NORTHFLANK_API_URL": ctx.emulator_url,
+           "NORTHFLANK_API_TOKEN": os.environ["BENCH_OURS_TOKEN"],
+           "PFNF_WEBHOOK_TOKEN": os.environ["BENCH_WEBHOOK_TOKEN"],
+           "PFNF_WORKER_NAME": "prefect-nf-bench",
+           "PFNF_POLL_INTERVAL": str(cfg["poll_interval"]),
+           "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info")}
+    side = Side(ctx, "ours", ports["ours"], cfg["poll_interval"], {},
+                [binary, "local", "--bind", f"127.0.0.1:{hook}"], env)
+    # Setup requests go to Prefect directly, so the proxy counts only the worker's own.
+    direct = {**env, "PREFECT_API_URL": ctx.api}
+    run_cli([binary, "work-pool", "create", "--name", side.pool, "--project-id", side.project],
+            direct, "prefect-nf work-pool create")
+    run_cli([binary, "webhook", "register", "--url", f"http://127.0.0.1:{hook}/northflank/webhook",
+             "--project-id", side.project, "--name", "prefect-nf-bench"], direct,
+            "prefect-nf webhook register")
+    side.binary, side.hook_url, side.direct_env = binary, f"http://127.0.0.1:{hook}", direct
+    return side
+
+
+def setup_theirs(ctx, cfg, ports):
+    python, prefect = os.environ["BENCH_THEIRS_PYTHON"], os.environ["BENCH_THEIRS_PREFECT"]
+    home = os.path.join(ctx.run_dir, "theirs-home")
+    os.makedirs(home, exist_ok=True)
+    env = {**clean_env(), "PREFECT_HOME": home,
+           "PREFECT_API_URL": f"http://127.0.0.1:{ports['theirs']}/api",
+           "PREFECT_WORKER_QUERY_SECONDS": str(cfg["poll_interval"])}
+    out = run_cli([python, os.path.join(os.path.dirname(__file__), "theirs_setup.py"),
+                   "--block", "bench-theirs", "--token", os.environ["BENCH_THEIRS_TOKEN"],
+                   "--base-url", ctx.emulator_url],
+                  {**env, "PREFECT_API_URL": ctx.api}, "prefect-northflank block setup")
+    setup = json.loads(out.strip().splitlines()[-1])
+    # The credentials block as the pool's default, by reference, as the UI stores a selected
+    # block. (A `$ref` in a deployment's job variables is refused by the server's validation:
+    # it matches more than one branch of the variable's `oneOf`.)
+    template = setup["template"]
+    template["variables"]["properties"]["credentials"]["default"] = {
+        "$ref": {"block_document_id": setup["block_document_id"]}}
+    side = Side(ctx, "theirs", ports["theirs"], cfg["poll_interval"], {},
+                [prefect, "worker", "start", "--type", "northflank", "--pool", "bench-theirs",
+                 "--name", "prefect-northflank-bench", "--install-policy", "never"], env)
+    ctx.prefect.create_pool(side.pool, "northflank", template)
+    return side
+
+
+def start_measured(side, label, **env):
+    """Starts a worker with a fresh proxy count, waits for its first poll, and returns it with
+    the start → first Prefect request time."""
+    side.proxy.reset()
+    worker = side.worker(label, **env).start()
+    try:
+        wait_ready(side.ctx, side, worker)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, first_request_ms(side, worker)
+
+
+def guarded(results, key, fn, *args, **kwargs):
+    """Runs one phase; a failure is recorded under its key and the bench goes on."""
+    try:
+        results[key] = fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure of one phase is reported, not fatal
+        log(f"phase {key} failed: {type(e).__name__}: {e}")
+        results[key] = {"error": str(e)}
+    return results[key]
+
+
+def bench_ours(ctx, cfg, side, out):
+    worker, out["first_request_ms"] = start_measured(side, "main")
+    with worker:
+        guarded(out, "requests_short", requests_phase, ctx, side, cfg["short"], cfg["req"])
+        guarded(out, "requests_long", requests_phase, ctx, side, cfg["long"], cfg["req"])
+        guarded(out, "latency", latency_phase, ctx, side, cfg["lat"])
+        guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
+    # A fresh process, so its memory reflects this phase alone.
+    worker, _ = start_measured(side, "rss")
+    with worker:
+        guarded(out, "rss", queued_phase, ctx, side, cfg["rss_ours"], cfg["rss_secs"],
+                worker=worker, label="rss")
+    out["instant"] = bench_instant(ctx, cfg, side)
+
+
+def bench_instant(ctx, cfg, side):
+    """Instant dispatch: a long poll interval, and Prefect's automation calling our webhook
+    server (`POST <url>/prefect/dispatch` with the dispatch token) when a run of the pool becomes
+    Scheduled. The subcommand is new; a build without it gets a null figure and the reason."""
+    probe = subprocess.run([side.binary, "instant-dispatch", "--help"], capture_output=True,
+                           text=True, timeout=30)
+    if probe.returncode != 0:
+        reason = "`prefect-nf instant-dispatch` does not exist in this build"
+        log(f"ours: instant dispatch skipped: {reason}")
+        return {"error": reason, "p95_s": None}
+    token = {"PFNF_DISPATCH_TOKEN": "dispatch-" + os.environ["BENCH_WEBHOOK_TOKEN"]}
+    cli_env = {**side.direct_env, **token}
+    try:
+        run_cli([side.binary, "instant-dispatch", "enable", "--url", side.hook_url,
+                 "--pool", side.pool], cli_env, "prefect-nf instant-dispatch enable")
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        log(f"ours: instant dispatch skipped: {e}")
+        return {"error": str(e), "p95_s": None}
+    out, interval = {}, cfg["instant_poll_interval"]
+    try:
+        worker, _ = start_measured(side, "instant", PFNF_POLL_INTERVAL=str(interval), **token)
+        side.poll_interval = interval
+        with worker:
+            guarded(out, "instant", latency_phase, ctx, side, cfg["lat"], label="instant")
+    finally:
+        side.poll_interval = cfg["poll_interval"]
+        try:
+            run_cli([side.binary, "instant-dispatch", "disable", "--pool", side.pool], cli_env,
+                    "prefect-nf instant-dispatch disable")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log(f"ours: {e}; deleting the automations directly")
+            ctx.prefect.delete_automations()
+    return {**out["instant"], "poll_interval_s": interval}
+
+
+def bench_theirs(ctx, cfg, side, out):
+    worker, out["first_request_ms"] = start_measured(side, "main")
+    with worker:
+        guarded(out, "requests_short", requests_phase, ctx, side, cfg["short"], cfg["req"])
+        guarded(out, "requests_long", requests_phase, ctx, side, cfg["long"], cfg["req"])
+        guarded(out, "latency", latency_phase, ctx, side, cfg["lat"])
+        guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
+    worker, _ = start_measured(side, "rss")
+    with worker:
+        guarded(out, "rss", queued_phase, ctx, side, cfg["rss_theirs"], cfg["rss_secs"],
+                worker=worker, label="rss")
+
+
+def main():
+    # `timeout` and scripts/bench's trap end the driver with TERM, through its finally blocks,
+    # which stop the workers. SIGINT gets Python's handler back: started in the background by a
+    # script, the driver inherits it ignored, and so would the workers, whom stop() interrupts.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cfg = settings()
+    ctx = Ctx()
+    ports = json.loads(os.environ["BENCH_PROXY_PORTS"])
+    started = time.time()
+    details, errors = {}, []
+    try:
+        # Theirs first: its block type (with its real schema) must exist before ours creates
+        # the `northflank` block type it would otherwise register itself.
+        theirs = setup_theirs(ctx, cfg, ports) if cfg["only"] in ("both", "theirs") else None
+        ours = setup_ours(ctx, cfg, ports) if cfg["only"] in ("both", "ours") else None
+        for name, side, fn in (("ours", ours, bench_ours), ("theirs", theirs, bench_theirs)):
+            if side is None:
+                continue
+            try:
+                fn(ctx, cfg, side, details.setdefault(name, {}))
+            except Exception as e:  # noqa: BLE001 - one side failing still lets the other run
+                log(f"{name}: {type(e).__name__}: {e}")
+                details.setdefault(name, {})["error"] = f"{type(e).__name__}: {e}"
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - recorded in the report, then re-raised
+        errors.append(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        cfg["bench_duration_s"] = round(time.time() - started)
+        report.write(cfg, details, errors)
+
+
+if __name__ == "__main__":
+    main()
