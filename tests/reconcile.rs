@@ -114,12 +114,14 @@ async fn a_started_run_without_a_pid_is_adopted_not_started_again() {
     assert_eq!(app.dispatch_once().await.submitted, 1);
     let run_before = app.northflank_run(id).await;
     // As if the PATCH of the pid had been lost.
-    app.http
-        .patch(format!("{}/flow_runs/{id}", app.api))
-        .json(&json!({"infrastructure_pid": null}))
-        .send()
-        .await
-        .unwrap();
+    let (status, text) = app
+        .raw(
+            reqwest::Method::PATCH,
+            &format!("/flow_runs/{id}"),
+            Some(&json!({"infrastructure_pid": null})),
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
 
     let report = reconcile_once(&eager(&app)).await;
     assert_eq!(report.resumed, 1, "{report:?}");

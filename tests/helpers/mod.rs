@@ -107,18 +107,14 @@ impl TestApp {
             }
         }
         let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{api}/work_pools/"))
-            .json(&json!({"name": pool, "type": "northflank", "base_job_template": template}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status(),
-            201,
-            "pool creation: {}",
-            resp.text().await.unwrap()
-        );
+        let (status, text) = prefect_send(
+            &http,
+            reqwest::Method::POST,
+            &format!("{api}/work_pools/"),
+            Some(&json!({"name": pool, "type": "northflank", "base_job_template": template})),
+        )
+        .await;
+        assert_eq!(status, 201, "pool creation: {text}");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -188,6 +184,31 @@ pub async fn register_webhook(
     );
 }
 
+/// Sends a request to the test Prefect server, retried on 503 as Prefect's own client does:
+/// its SQLite database answers 503 when two writers meet, which parallel tests make common.
+pub async fn prefect_send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+) -> (reqwest::StatusCode, String) {
+    let mut attempt = 0;
+    loop {
+        let mut req = http.request(method.clone(), url);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        if status != 503 || attempt == 10 {
+            return (status, text);
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    }
+}
+
 impl TestApp {
     /// A second worker (another dispatcher) on the same pool and emulator.
     pub fn another_worker(&self, name: &str) -> Worker {
@@ -247,27 +268,21 @@ impl TestApp {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    /// A raw Prefect API call, retried on 503 like Prefect's own client does (the test
-    /// server's SQLite database answers 503 when it is busy).
+    /// A Prefect API call that must succeed; its JSON answer (Null when empty).
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        for attempt in 0.. {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.api));
-            if let Some(body) = &body {
-                req = req.json(body);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status();
-            let text = resp.text().await.unwrap();
-            if status == 503 && attempt < 10 {
-                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
-                continue;
-            }
-            assert!(status.is_success(), "{method} {path}: {status} {text}");
-            return serde_json::from_str(&text).unwrap_or(Value::Null);
-        }
-        unreachable!()
+        let (status, text) = self.raw(method.clone(), path, body.as_ref()).await;
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// A Prefect API call whose status the caller judges.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (reqwest::StatusCode, String) {
+        prefect_send(&self.http, method, &format!("{}{path}", self.api), body).await
     }
 
     pub async fn flow_run_json(&self, id: FlowRunId) -> Value {
@@ -459,25 +474,17 @@ pub async fn schema_of(app: &TestApp, slug: &str) -> (String, String) {
 /// Creates a block document, replacing one of the same name.
 pub async fn block(app: &TestApp, slug: &str, name: &str, data: Value) -> String {
     let (type_id, schema_id) = schema_of(app, slug).await;
-    let existing = app
-        .http
-        .get(format!(
-            "{}/block_types/slug/{slug}/block_documents/name/{name}",
-            app.api
-        ))
-        .send()
-        .await
-        .unwrap();
-    if existing.status() == 200 {
-        let id = existing.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        app.http
-            .delete(format!("{}/block_documents/{id}", app.api))
-            .send()
-            .await
-            .unwrap();
+    let path = format!("/block_types/slug/{slug}/block_documents/name/{name}");
+    let (status, existing) = app.raw(reqwest::Method::GET, &path, None).await;
+    if status == 200 {
+        let existing: Value = serde_json::from_str(&existing).unwrap();
+        let id = existing["id"].as_str().unwrap();
+        app.raw(
+            reqwest::Method::DELETE,
+            &format!("/block_documents/{id}"),
+            None,
+        )
+        .await;
     }
     let doc = app.post("/block_documents/", json!({"name": name, "data": data, "block_schema_id": schema_id, "block_type_id": type_id})).await;
     doc["id"].as_str().unwrap().to_string()
