@@ -17,12 +17,17 @@ class HttpError(Exception):
         self.status = status
 
 
-def http_json(method, url, body=None, timeout=60, retries=12):
+def http_json(method, url, body=None, timeout=30, retries=12, budget=120):
     """One JSON request. A SQLite-backed Prefect server answers 503 ("database is locked")
-    under load: retry those, as Prefect's own client does, with a jittered backoff."""
+    under load: retry those, as Prefect's own client does, with a jittered backoff. All
+    attempts together stop after `budget` seconds, so a server that hangs fails the phase
+    instead of stalling the bench."""
     data = None if body is None else json.dumps(body).encode()
     delay = 0.25
+    give_up_at = time.time() + budget
     for attempt in range(retries + 1):
+        if attempt and time.time() + delay > give_up_at:
+            raise TimeoutError(f"{method} {url}: no answer within {budget}s")
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         try:
@@ -44,7 +49,7 @@ class Prefect:
     def __init__(self, api):
         self.api = api.rstrip("/")
 
-    def call(self, method, path, body=None, timeout=60):
+    def call(self, method, path, body=None, timeout=30):
         return http_json(method, self.api + path, body, timeout)
 
     def ensure_flow(self, name):
@@ -150,11 +155,11 @@ class Emulator:
         return http_json("GET", self.base + "/_emulator/counters")
 
     def jobs(self, project):
-        state = http_json("GET", self.base + "/_emulator/state", timeout=120)
+        state = http_json("GET", self.base + "/_emulator/state", timeout=120, budget=300)
         return [j["id"] for j in state["jobs"] if j["projectId"] == project]
 
     def requests(self):
-        return http_json("GET", self.base + "/_emulator/requests", timeout=120)
+        return http_json("GET", self.base + "/_emulator/requests", timeout=120, budget=300)
 
 
 class Proxy:

@@ -202,6 +202,7 @@ def requests_phase(ctx, side, secs, n):
             (p1["websocket_messages"] - p0["websocket_messages"]) / n, 2),
         "nf_endpoints": diff_counts(c1["requests"], c0["requests"]),
         "prefect_endpoints": diff_counts(p1["endpoints"], p0["endpoints"]),
+        "prefect_statuses": diff_counts(p1["statuses"], p0["statuses"]),
         "states": outcome_counts(ctx, ids),
     })
     log(f"{side.name}: {secs}s flows: {result['nf_requests_per_run']} Northflank and "
@@ -263,6 +264,7 @@ def queued_phase(ctx, side, n, secs, worker=None, label="throughput"):
     sampler = RssSampler(worker.proc.pid) if worker else None
     if sampler:
         sampler.__enter__()
+    p0 = side.proxy.stats()
     released = time.time()
     ctx.prefect.set_queue_paused(side.pool, False)
     ids = [i for i, _ in created]
@@ -272,8 +274,17 @@ def queued_phase(ctx, side, n, secs, worker=None, label="throughput"):
             result["given_up"] = wait_started(ctx, side, ids, 300 + 2 * n)
         except PhaseTimeout as e:
             result["error"] = str(e)
+        p1 = side.proxy.stats()
+        # How loaded the Prefect server was while the worker dispatched: its 503s are SQLite
+        # refusing concurrent writers.
+        result["prefect_statuses"] = diff_counts(p1["statuses"], p0["statuses"])
         starts = start_times(ctx, side, ids)
         result["started"] = len(starts)
+        if starts:
+            # Started runs per second up to the last start: when a worker gives some runs up,
+            # "all handled" is no longer a like-for-like time, but this rate still is.
+            result["last_start_s"] = round(max(starts.values()) - released, 2)
+            result["started_per_s"] = round(len(starts) / max(result["last_start_s"], 0.001), 3)
         handled = list(starts.values())
         if result.get("given_up"):
             # A run the worker gave up on is handled when its terminal state was set.

@@ -6,7 +6,8 @@ Prints one line of JSON with the chosen ports ({"ours": 40001, "theirs": 40002})
 listens, then forwards every request to the upstream unchanged (HTTP/1.1 keep-alive, WebSocket
 upgrades tunnelled). Each port counts what passes through it; `GET /_proxy/stats` on that port
 answers {"requests", "websockets", "websocket_messages", "first_request_at", "last_request_at",
-"endpoints"} (times are Unix seconds; websocket_messages counts the data messages clients send,
+"endpoints", "statuses"} (times are Unix seconds; statuses counts the upstream's answers by HTTP
+status, e.g. the 503s of a busy SQLite-backed server; websocket_messages counts the data messages clients send,
 e.g. Prefect events over /events/in; endpoints counts "METHOD /path" with ids folded to {id}); `POST /_proxy/reset`
 starts that port's counts afresh (so a restarted worker's first request can be timed). The
 /_proxy/ routes are neither forwarded nor counted. Standard library only; used by scripts/bench.
@@ -40,6 +41,7 @@ class Stats:
         self.first = None
         self.last = None
         self.endpoints = {}
+        self.statuses = {}
 
     def count(self, method, path, websocket=False):
         now = time.time()
@@ -53,11 +55,16 @@ class Stats:
             self.last = now
             self.endpoints[key] = self.endpoints.get(key, 0) + 1
 
+    def answered(self, status):
+        with self.lock:
+            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+
     def reset(self):
         with self.lock:
             self.requests = self.websockets = self.websocket_messages = 0
             self.first = self.last = None
             self.endpoints = {}
+            self.statuses = {}
 
     def message(self):
         with self.lock:
@@ -73,6 +80,7 @@ class Stats:
                 "first_request_at": self.first,
                 "last_request_at": self.last,
                 "endpoints": dict(self.endpoints),
+                "statuses": dict(self.statuses),
             }
 
 
@@ -220,6 +228,7 @@ def make_handler(upstream, stats):
                 conn.close()
                 local.conn = None
             out = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
+            stats.answered(resp.status)
             self._reply(resp.status, data, out)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward

@@ -20,7 +20,11 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
 }
-trap cleanup EXIT INT TERM
+# INT and TERM end the script: a trap that only cleaned up would let it carry on with its next
+# step. `exit` runs the EXIT trap, which stops what was started.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Creates .venv from the machine's python3 (uv cannot download interpreters here), installs the
 # pinned uv with pip, then the pinned tools with uv. Re-running is cheap.
