@@ -173,6 +173,10 @@ pub struct Settings {
     /// `PFNF_RECONCILE_MAX`: the most Northflank requests one invocation spends on
     /// reconciliation (default 40).
     pub reconcile_max: u32,
+    /// `PFNF_SWEEP_INTERVAL` seconds: how often one process lists the projects' jobs to find
+    /// jobs left behind by lost notifications (default 600; 0 = every invocation). A fresh
+    /// process sweeps at once.
+    pub sweep_interval: Duration,
     /// `PFNF_PROJECTS`: more Northflank projects to sweep for leftover jobs, beyond the pool's
     /// default project and those of active runs (comma-separated).
     pub projects: Vec<String>,
@@ -221,6 +225,7 @@ impl Settings {
             cancel_grace: Duration::from_secs(120),
             reconcile_share: 0.2,
             reconcile_max: 40,
+            sweep_interval: Duration::from_secs(600),
             projects: Vec::new(),
             job_url: DEFAULT_JOB_URL.to_string(),
             forward_log_lines: 50,
@@ -305,6 +310,7 @@ impl Settings {
             ("PFNF_GIVE_UP_AFTER", &mut s.give_up_after),
             ("PFNF_CHECK_AFTER", &mut s.check_after),
             ("PFNF_CANCEL_GRACE", &mut s.cancel_grace),
+            ("PFNF_SWEEP_INTERVAL", &mut s.sweep_interval),
         ] {
             if let Some(d) = seconds(get, var)? {
                 *field = d;

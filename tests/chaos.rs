@@ -75,6 +75,8 @@ fn dispatcher(app: &TestApp, name: &str, window: Duration) -> Worker {
     w.settings.check_after = Duration::from_secs(5);
     w.settings.cancel_grace = Duration::from_secs(10);
     w.settings.reconcile_max = 1000;
+    // Time runs fast here: every invocation looks for leftover jobs.
+    w.settings.sweep_interval = Duration::ZERO;
     w
 }
 

@@ -18,6 +18,7 @@ fn eager(app: &TestApp) -> Worker {
     w.settings.check_after = Duration::ZERO;
     w.settings.cancel_grace = Duration::ZERO;
     w.settings.reconcile_max = 100;
+    w.settings.sweep_interval = Duration::ZERO;
     w
 }
 
@@ -258,4 +259,50 @@ async fn reconciliation_stays_within_its_budget() {
     );
     w.settings.check_after = Duration::from_secs(3600);
     assert_eq!(reconcile_once(&w).await.verified, 0);
+}
+
+/// A job whose flow run finished without a notification is found by listing the project's
+/// jobs, which one process does once per `sweep_interval` (at once when it starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_jobs_are_swept_once_per_interval() {
+    let app = TestApp::spawn_with(no_engine()).await;
+    let deployment = app.deployment(json!({})).await;
+    // A run that finished in Prefect while its notification was lost: its job stays.
+    let leftover = || async {
+        let id = app.scripted_run(deployment, "hang").await;
+        assert_eq!(app.dispatch_once().await.submitted, 1);
+        let done = app
+            .post(
+                &format!("/flow_runs/{id}/set_state"),
+                json!({"state": {"type": "COMPLETED"}, "force": true}),
+            )
+            .await;
+        assert_eq!(done["status"], "ACCEPT", "{done}");
+        assert_eq!(app.jobs().len(), 1);
+    };
+    let listings = || {
+        app.emulator
+            .counters()
+            .requests
+            .get("GET /v1/projects/{projectId}/jobs")
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut w = app.another_worker("sweeper");
+    assert_eq!(w.settings.sweep_interval, Duration::from_secs(600));
+
+    leftover().await;
+    let before = listings();
+    assert_eq!(reconcile_once(&w).await.jobs_deleted, 1);
+    assert_eq!(listings() - before, 1);
+    assert!(app.jobs().is_empty());
+
+    leftover().await;
+    assert_eq!(reconcile_once(&w).await.jobs_deleted, 0, "not due yet");
+    assert_eq!(listings() - before, 1);
+    assert_eq!(app.jobs().len(), 1);
+
+    w.settings.sweep_interval = Duration::ZERO;
+    assert_eq!(reconcile_once(&w).await.jobs_deleted, 1);
+    assert!(app.jobs().is_empty());
 }

@@ -1,6 +1,7 @@
 //! Claiming and submitting one flow run, in the Python worker's order
-//! (prefect-worker-protocol.md §14.3): deployment, PENDING claim, flow, render, labels,
-//! `Submitting`, Northflank job and run, `infrastructure_pid`. After a won claim, every failure
+//! (prefect-worker-protocol.md §14.3): deployment, PENDING claim, flow, render, `Submitting`,
+//! Northflank job and run, `infrastructure_pid`, except that the worker labels come last (they
+//! are informational and must not delay the run). After a won claim, every failure
 //! ends in a state (Crashed, or back to Scheduled when Northflank is only rate limiting), and a
 //! job that was written for an abandoned run is deleted.
 
@@ -293,22 +294,6 @@ pub async fn launch_claimed(
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "could not propose Submitting"),
     }
-    // Labels are informational, so a failure is only logged. They follow the proposal rather
-    // than run beside it: Prefect updates labels by reading then writing the flow run, which
-    // SQLite refuses while the state write holds the row. A short retry policy keeps a busy
-    // server from being asked again and again.
-    let few_retries = crate::retry::RetryPolicy {
-        max_retries: 3,
-        first_delay: std::time::Duration::from_millis(300),
-        jitter: 0.5,
-    };
-    let labelled = prefect
-        .with_retries(few_retries)
-        .update_labels(run.id, &labels(worker, pool))
-        .await;
-    if let Err(e) = labelled {
-        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
-    }
     worker
         .memory
         .lock()
@@ -357,6 +342,23 @@ pub async fn launch_claimed(
             "An error occurred while setting the `infrastructure_pid` on flow run '{}': {e}. The webhook will rely on the job name.",
             run.id
         ));
+    }
+    // Labels are informational, so a failure is only logged, and they come after the
+    // Northflank run so that they never delay it: Prefect updates labels by reading then
+    // writing the flow run, which a busy SQLite backend refuses (503) whenever another write
+    // commits in between. A short retry policy keeps a busy server from being asked again
+    // and again.
+    let few_retries = crate::retry::RetryPolicy {
+        max_retries: 3,
+        first_delay: std::time::Duration::from_millis(300),
+        jitter: 0.5,
+    };
+    let labelled = prefect
+        .with_retries(few_retries)
+        .update_labels(run.id, &labels(worker, pool))
+        .await;
+    if let Err(e) = labelled {
+        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
     }
     log.info(format!(
         "Flow run '{}' submitted to infrastructure",

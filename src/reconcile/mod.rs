@@ -44,6 +44,8 @@ pub struct Memory {
     checked: HashMap<FlowRunId, Instant>,
     /// Northflank projects this process has submitted to, swept for leftover jobs.
     pub projects: BTreeSet<String>,
+    /// When this process last swept for leftover jobs.
+    swept: Option<Instant>,
 }
 
 /// What one reconciliation did.
@@ -133,9 +135,14 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
     }
     let now = Utc::now();
     let mut planned = Vec::new();
+    let sweeping;
     {
         let mut memory = worker.memory.lock().unwrap_or_else(|e| e.into_inner());
         projects.extend(memory.projects.iter().cloned());
+        sweeping = plan::sweep_due(memory.swept.map(|t| t.elapsed()), &worker.settings);
+        if sweeping {
+            memory.swept = Some(Instant::now());
+        }
         let active: BTreeSet<FlowRunId> = runs.iter().map(|r| r.id).collect();
         memory.checked.retain(|id, _| active.contains(id));
         for run in runs {
@@ -195,7 +202,9 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
             tracing::warn!(error = %e, "reconciliation step failed; the next invocation tries again");
         }
     }
-    sweep::sweep(&worker, &projects, &budget, &mut report).await;
+    if sweeping {
+        sweep::sweep(&worker, &projects, &budget, &mut report).await;
+    }
     if report
         != (Report {
             northflank_budget: budget.limit,
