@@ -39,18 +39,33 @@ pub struct Gate {
 }
 
 /// Answers the automation's call: checks the token, then dispatches once (or folds the call
-/// into the quick dispatch already running).
+/// into the quick dispatch already running). The Lambda's way: it cannot work after answering.
 pub async fn handle(worker: &Worker, headers: &HeaderMap, deadline: Instant) -> Response {
+    match authorize(worker, headers) {
+        Ok(()) => run(worker, deadline).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Whether the call may dispatch: 404 while instant dispatch is off, 401 without the dispatch
+/// token.
+pub fn authorize(worker: &Worker, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &worker.credentials.dispatch_token else {
-        return Response::new(
+        return Err(Response::new(
             404,
             json!({"error": "instant dispatch is not enabled: set PFNF_DISPATCH_TOKEN or the secret's dispatch_token"}),
-        );
+        ));
     };
     if !header_matches(headers, TOKEN_HEADER, token.expose()) {
         tracing::warn!("instant dispatch refused: missing or wrong dispatch token");
-        return Response::new(401, json!({"error": "unauthorized"}));
+        return Err(Response::new(401, json!({"error": "unauthorized"})));
     }
+    Ok(())
+}
+
+/// One quick dispatch, or the call folded into the one already running (202), followed by
+/// one more poll for the calls that came meanwhile while time allows.
+pub async fn run(worker: &Worker, deadline: Instant) -> Response {
     let gate = &worker.instant;
     let mut last = None;
     loop {

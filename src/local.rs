@@ -38,9 +38,20 @@ async fn webhook(
     reply(crate::webhook::handle(&worker, &headers, &body).await)
 }
 
+/// Answers at once and dispatches after. Prefect 3.9's `webhook` block sends every call of
+/// the server through one shared connection pool and closes that pool when any call ends, so a
+/// call still waiting for its answer then fails with `ReadError('')` and is not retried: the
+/// shorter each call, the fewer calls lost.
 async fn instant(State(worker): State<Arc<Worker>>, headers: HeaderMap) -> impl IntoResponse {
+    if let Err(refused) = crate::instant::authorize(&worker, &headers) {
+        return reply(refused);
+    }
     let deadline = Instant::now() + crate::instant::BUDGET;
-    reply(crate::instant::handle(&worker, &headers, deadline).await)
+    tokio::spawn(async move { crate::instant::run(&worker, deadline).await });
+    reply(crate::webhook::Response::new(
+        202,
+        serde_json::json!({"accepted": true}),
+    ))
 }
 
 fn reply(response: crate::webhook::Response) -> impl IntoResponse {

@@ -88,3 +88,72 @@ async fn the_endpoint_wants_its_own_token() {
             .contains("PFNF_DISPATCH_TOKEN")
     );
 }
+
+/// The local endpoint answers 202 before it dispatches (Prefect's webhook block loses calls
+/// that are still waiting when another one ends), keeps the connection usable, and the
+/// dispatch it starts still submits the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_endpoint_answers_at_once_and_dispatches_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "succeed:0.2").await;
+
+    let url = reqwest::Url::parse(&app.webhook_url).unwrap();
+    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The automation's payload, as Prefect sends it.
+    let body =
+        json!({"work_pool": app.pool, "flow_run": format!("prefect.flow-run.{id}")}).to_string();
+    let call = format!(
+        "POST {} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{}: {DISPATCH_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+        instant::PATH,
+        instant::TOKEN_HEADER,
+        body.len()
+    );
+    conn.write_all(call.as_bytes()).await.unwrap();
+    let (status, answer) = read_response(&mut conn).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer, r#"{"accepted":true}"#);
+
+    // The same connection serves another request.
+    let health = format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    conn.write_all(health.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut conn).await, (200, "ok".to_string()));
+
+    app.wait_for_state(id, &["COMPLETED"], Duration::from_secs(30))
+        .await;
+
+    /// One HTTP/1.1 response with a content-length: its status and body.
+    async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(end) = head_end {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    let status = head[9..12].parse().unwrap();
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                    return (status, body.into_owned());
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "the connection closed: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -47,7 +47,7 @@ async fn no_secret_value_appears_in_any_log_line() {
     let api_key = format!("pnu_log_test_{suffix}");
     let block_token = format!("block-token-{suffix}");
     let secret_value = format!("s3cr3t-{suffix}");
-    let app = TestApp::spawn_with(Options {
+    let mut app = TestApp::spawn_with(Options {
         emulator: nf_emulator::Config {
             api_tokens: vec![NF_TOKEN.into(), block_token.clone()],
             report_to_prefect: true,
@@ -88,13 +88,21 @@ async fn no_secret_value_appears_in_any_log_line() {
         a.jobs().is_empty()
     })
     .await;
-    // Reconciliation reads both runs' history and sweeps the project.
+    // Reconciliation reads both runs' history and sweeps the project (again: the first
+    // dispatch swept already).
+    app.worker.settings.sweep_interval = Duration::ZERO;
     app.dispatch_once().await;
     // Instant dispatch: its token goes to Prefect in a block and comes back in a header.
     let prefect = &app.worker.prefect;
     instant::enable(prefect, &app.pool, &app.webhook_url, DISPATCH_TOKEN)
         .await
         .unwrap();
+    let finished = || {
+        String::from_utf8_lossy(&captured.0.lock().unwrap())
+            .matches("dispatch invocation finished")
+            .count()
+    };
+    let before = finished();
     let answer = app
         .http
         .post(instant::endpoint(&app.webhook_url).unwrap())
@@ -102,7 +110,12 @@ async fn no_secret_value_appears_in_any_log_line() {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.status(), 202);
+    // The endpoint answers first and dispatches after: wait for that dispatch's log lines.
+    app.wait_until("the instant dispatch", Duration::from_secs(30), |_| {
+        finished() > before
+    })
+    .await;
     instant::disable(prefect, &app.pool).await.unwrap();
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
