@@ -6,8 +6,8 @@
 //! The automation's `call-webhook` action posts through a `webhook` block document that holds
 //! the URL and the token header; Prefect stores both as secrets. Every Scheduled event calls
 //! the endpoint, including runs scheduled for later by a deployment's schedule: those polls find
-//! nothing due and cost no Northflank request. Calls arriving while a quick dispatch runs are
-//! folded into one more poll after it.
+//! nothing due and cost no Northflank request. Calls arriving before a quick dispatch has
+//! polled are folded into its poll (see [`Gate`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -31,11 +31,46 @@ pub const BUDGET: Duration = Duration::from_secs(25);
 /// Prefect's block type for outgoing webhooks, registered by every server.
 const BLOCK_TYPE: &str = "webhook";
 
-/// Whether a quick dispatch is running in this process, and whether a call came meanwhile.
+/// Folds calls into a quick dispatch that has not polled yet: its poll will find their runs,
+/// which existed before the calls were made. A call that comes once the poll has been sent
+/// starts its own dispatch, without waiting for the previous one's submissions, heartbeat and
+/// log writes (on a busy server those take seconds).
 #[derive(Debug, Default)]
 pub struct Gate {
-    running: AtomicBool,
-    again: AtomicBool,
+    waiting: AtomicBool,
+}
+
+impl Gate {
+    /// `None`: a dispatch is about to poll and the call is folded into it.
+    pub fn enter(&self) -> Option<Polling<'_>> {
+        (!self.waiting.swap(true, Ordering::SeqCst)).then_some(Polling {
+            gate: self,
+            done: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A dispatch admitted by the gate. Calls are folded into it until [`Polling::polled`], which
+/// dropping it implies (a dispatch that fails before its poll must not hold later calls).
+#[derive(Debug)]
+pub struct Polling<'a> {
+    gate: &'a Gate,
+    done: AtomicBool,
+}
+
+impl Polling<'_> {
+    /// The poll is about to be sent: later calls need a poll of their own.
+    pub fn polled(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            self.gate.waiting.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.polled();
+    }
 }
 
 /// Answers the automation's call: checks the token, then dispatches once (or folds the call
@@ -63,29 +98,16 @@ pub fn authorize(worker: &Worker, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-/// One quick dispatch, or the call folded into the one already running (202), followed by
-/// one more poll for the calls that came meanwhile while time allows.
+/// One quick dispatch, or the call folded into one that has not polled yet (202).
 pub async fn run(worker: &Worker, deadline: Instant) -> Response {
-    let gate = &worker.instant;
-    let mut last = None;
-    loop {
-        if gate.running.swap(true, Ordering::SeqCst) {
-            gate.again.store(true, Ordering::SeqCst);
-            return Response::new(202, json!({"coalesced": true, "summary": last}));
-        }
-        gate.again.store(false, Ordering::SeqCst);
-        let result = dispatch::invoke_instant(worker, deadline).await;
-        gate.running.store(false, Ordering::SeqCst);
-        match result {
-            Ok(summary) => last = Some(summary),
-            Err(e) => {
-                tracing::error!(error = %e, "instant dispatch failed");
-                return Response::new(503, json!({"error": e.to_string()}));
-            }
-        }
-        let time_left = deadline.saturating_duration_since(Instant::now());
-        if !gate.again.load(Ordering::SeqCst) || time_left < BUDGET / 2 {
-            return Response::new(200, json!({"summary": last}));
+    let Some(polling) = worker.instant.enter() else {
+        return Response::new(202, json!({"coalesced": true}));
+    };
+    match dispatch::invoke_instant(worker, deadline, &|| polling.polled()).await {
+        Ok(summary) => Response::new(200, json!({"summary": summary})),
+        Err(e) => {
+            tracing::error!(error = %e, "instant dispatch failed");
+            Response::new(503, json!({"error": e.to_string()}))
         }
     }
 }
@@ -279,6 +301,24 @@ pub async fn disable(prefect: &PrefectClient, pool: &str) -> Result<bool, Instan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_fold_into_a_dispatch_only_until_it_polls() {
+        let gate = Gate::default();
+        let first = gate.enter().expect("the first call dispatches");
+        assert!(gate.enter().is_none(), "folded into the coming poll");
+        first.polled();
+        // The poll is on its way and may miss this call's run: a dispatch of its own.
+        let second = gate.enter().expect("a call after the poll dispatches");
+        drop(first);
+        assert!(
+            gate.enter().is_none(),
+            "the first ending changes nothing for the second"
+        );
+        // A dispatch that fails before its poll lets the next call through.
+        drop(second);
+        assert!(gate.enter().is_some());
+    }
 
     #[test]
     fn the_endpoint_sits_beside_the_northflank_webhook() {

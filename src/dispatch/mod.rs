@@ -152,13 +152,17 @@ pub async fn poll(worker: &Worker, limit: u32) -> Result<Vec<WorkerFlowRun>, Pre
 /// A scheduled invocation, ending before `deadline`: heartbeat, polls for the poll window,
 /// reconciliation beside them.
 pub async fn invoke(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
-    run(worker, deadline, worker.settings.poll_window, true).await
+    run(worker, deadline, worker.settings.poll_window, true, &|| ()).await
 }
 
 /// A quick invocation for instant dispatch: heartbeat and one poll, no reconciliation (the
-/// scheduled invocations keep doing it).
-pub async fn invoke_instant(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
-    run(worker, deadline, Duration::ZERO, false).await
+/// scheduled invocations keep doing it). `polling` is called just before the poll is sent.
+pub async fn invoke_instant(
+    worker: &Worker,
+    deadline: Instant,
+    polling: &(dyn Fn() + Sync),
+) -> Result<Summary, DispatchError> {
+    run(worker, deadline, Duration::ZERO, false, polling).await
 }
 
 async fn run(
@@ -166,6 +170,7 @@ async fn run(
     deadline: Instant,
     poll_window: Duration,
     reconcile: bool,
+    polling: &(dyn Fn() + Sync),
 ) -> Result<Summary, DispatchError> {
     let started = Instant::now();
     let worker = Arc::new(worker.until(deadline));
@@ -238,6 +243,7 @@ async fn run(
             .max_concurrency
             .saturating_sub(busy)
             .min(s.poll_limit as usize) as u32;
+        polling();
         match poll(&worker, (free * 2).min(s.poll_limit)).await {
             Ok(runs) => {
                 // Saturated (no free slot) counts as full: a slot freeing means there may be room.
