@@ -244,8 +244,9 @@ def markdown(cfg, details, errors, h, rows, info):
     ip = instant.get("poll_interval_s", cfg["instant_poll_interval"])
     row(f"Instant dispatch latency p50, poll interval {ip} s (s)", h["instant_p50_s_ours"], None)
     row(f"Instant dispatch latency p95 (s)", h["instant_p95_s_ours"], None)
-    row("… automation webhook calls the Prefect server reported as failed",
-        instant.get("automation_calls_failed"), None)
+    calls, failed = instant.get("automation_calls"), instant.get("automation_calls_failed")
+    row("… automation webhook calls that failed (Prefect's action events)",
+        f"{failed} of {calls}" if calls is not None else failed, None)
     lines += ["", f"Throughput ratio (started runs per second, ours / theirs; equal to theirs "
               f"time / ours time when both start every run): **{fmt(h['throughput_ratio'])}×**."]
     if get(o, "rss", "all_started_s") or get(t, "rss", "all_started_s"):

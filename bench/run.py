@@ -3,6 +3,7 @@ proxies are up (their addresses arrive in BENCH_* variables). Sets up both worke
 runs every phase for ours and then for theirs, one worker process alive at a time, and writes
 bench/results.json and BENCHMARKS.md (report.py). Standard library only."""
 
+import datetime
 import json
 import os
 import random
@@ -188,14 +189,20 @@ def bench_ours(ctx, cfg, side, out):
                 worker=worker, label="rss")
 
 
-def failed_webhook_calls(ctx):
-    """Automation webhook calls the Prefect server reports as failed (its own log: a failed
-    call-webhook action is not retried, so its run waits for a later call or the next tick)."""
-    try:
-        with open(os.path.join(ctx.run_dir, "bench-prefect.log"), errors="replace") as f:
-            return sum("Webhook call failed" in line for line in f)
-    except OSError:
-        return 0
+def automation_actions(ctx, since):
+    """How the Prefect server's automation actions went since `since` (ISO time): its
+    `prefect.automation.action.executed` and `.failed` events, e.g. {"executed": 100,
+    "failed": 0}. A failed call-webhook action is not retried, so its run waits for a later
+    call or the next tick; the server does not log these failures, its events hold them."""
+    counts = {}
+    for outcome in ("executed", "failed"):
+        page = ctx.prefect.call("POST", "/events/filter", {
+            "filter": {"event": {"name": [f"prefect.automation.action.{outcome}"]},
+                       "occurred": {"since": since}},
+            "limit": 1,
+        })
+        counts[outcome] = page.get("total", 0)
+    return counts
 
 
 def bench_instant(ctx, cfg, side):
@@ -217,13 +224,20 @@ def bench_instant(ctx, cfg, side):
         log(f"ours: instant dispatch skipped: {e}")
         return {"error": str(e), "p95_s": None}
     out, interval = {}, cfg["instant_poll_interval"]
-    failed_before = failed_webhook_calls(ctx)
+    since = datetime.datetime.now(datetime.timezone.utc).isoformat()
     try:
         worker, _ = start_measured(side, "instant", PFNF_POLL_INTERVAL=str(interval), **token)
         side.poll_interval = interval
         with worker:
             guarded(out, "instant", latency_phase, ctx, side, cfg["lat"], label="instant")
-        out["instant"]["automation_calls_failed"] = failed_webhook_calls(ctx) - failed_before
+        # Events reach the server's store a few seconds late: wait for one per run.
+        for _ in range(30):
+            actions = automation_actions(ctx, since)
+            if actions["executed"] + actions["failed"] >= cfg["lat"]:
+                break
+            time.sleep(1)
+        out["instant"]["automation_calls"] = actions["executed"] + actions["failed"]
+        out["instant"]["automation_calls_failed"] = actions["failed"]
     finally:
         side.poll_interval = cfg["poll_interval"]
         try:
