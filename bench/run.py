@@ -170,12 +170,20 @@ def guarded(results, key, fn, *args, **kwargs):
     return results[key]
 
 
-def bench_ours(ctx, cfg, side, out):
+def first_phases(ctx, cfg, side, out, throughput):
+    """Both workers: request counts for short and long flows, dispatch latency, and (when
+    `throughput`) the queued batch, in the worker process whose start is timed."""
     worker, out["first_request_ms"] = start_measured(side, "main")
     with worker:
         guarded(out, "requests_short", requests_phase, ctx, side, cfg["short"], cfg["req"])
         guarded(out, "requests_long", requests_phase, ctx, side, cfg["long"], cfg["req"])
         guarded(out, "latency", latency_phase, ctx, side, cfg["lat"])
+        if throughput:
+            guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
+
+
+def bench_ours(ctx, cfg, side, out):
+    first_phases(ctx, cfg, side, out, throughput=False)
     # Instant dispatch before the big batches, so it is measured on a server that is not still
     # digesting their thousands of runs and events.
     guarded(out, "instant", bench_instant, ctx, cfg, side)
@@ -250,12 +258,7 @@ def bench_instant(ctx, cfg, side):
 
 
 def bench_theirs(ctx, cfg, side, out):
-    worker, out["first_request_ms"] = start_measured(side, "main")
-    with worker:
-        guarded(out, "requests_short", requests_phase, ctx, side, cfg["short"], cfg["req"])
-        guarded(out, "requests_long", requests_phase, ctx, side, cfg["long"], cfg["req"])
-        guarded(out, "latency", latency_phase, ctx, side, cfg["lat"])
-        guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
+    first_phases(ctx, cfg, side, out, throughput=True)
     worker, _ = start_measured(side, "rss")
     with worker:
         guarded(out, "rss", queued_phase, ctx, side, cfg["rss_theirs"], cfg["rss_secs"],
