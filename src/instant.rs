@@ -74,7 +74,8 @@ impl Drop for Polling<'_> {
 }
 
 /// Answers the automation's call: checks the token, then dispatches once (or folds the call
-/// into the quick dispatch already running). The Lambda's way: it cannot work after answering.
+/// into a quick dispatch that has not polled yet). The Lambda's way: it cannot work after
+/// answering.
 pub async fn handle(worker: &Worker, headers: &HeaderMap, deadline: Instant) -> Response {
     match authorize(worker, headers) {
         Ok(()) => run(worker, deadline).await,
