@@ -151,6 +151,19 @@ pub struct Settings {
     pub northflank_api_url: String,
     /// `PFNF_WEBHOOK_MAX_BODY` bytes: larger webhook bodies are refused (default 262144).
     pub webhook_max_body: usize,
+    /// `PFNF_HTTP_HEADER_TIMEOUT` seconds: a connection to the local server must send a
+    /// request's headers within this, both when it opens and between requests, or it is closed
+    /// (default 10; it is also the idle keep-alive timeout).
+    pub http_header_timeout: Duration,
+    /// `PFNF_HTTP_BODY_TIMEOUT` seconds: the longest a request body may take to arrive
+    /// (default 10).
+    pub http_body_timeout: Duration,
+    /// `PFNF_HTTP_REQUEST_TIMEOUT` seconds: the longest a whole request may take (default 30;
+    /// an instant dispatch in Lambda takes up to 25).
+    pub http_request_timeout: Duration,
+    /// `PFNF_HTTP_MAX_CONNECTIONS`: connections the local server holds open at once; more wait
+    /// to be accepted (default 4096, and never more than the open-file limit allows).
+    pub http_max_connections: usize,
     /// `PFNF_RETRY_BASE_MS`: the first retry delay of both API clients (default 2000, doubling).
     pub retry_base: Duration,
     /// `PFNF_RESUME_AFTER` seconds: a claimed run still without infrastructure this long after
@@ -218,6 +231,10 @@ impl Settings {
             poll_limit: 50,
             northflank_api_url: "https://api.northflank.com".to_string(),
             webhook_max_body: 256 * 1024,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
+            http_max_connections: 4096,
             retry_base: Duration::from_secs(2),
             resume_after: Duration::from_secs(120),
             give_up_after: Duration::from_secs(900),
@@ -301,6 +318,26 @@ impl Settings {
         }
         if let Some(n) = number(get, "PFNF_WEBHOOK_MAX_BODY")? {
             s.webhook_max_body = n as usize;
+        }
+        for (var, field) in [
+            ("PFNF_HTTP_HEADER_TIMEOUT", &mut s.http_header_timeout),
+            ("PFNF_HTTP_BODY_TIMEOUT", &mut s.http_body_timeout),
+            ("PFNF_HTTP_REQUEST_TIMEOUT", &mut s.http_request_timeout),
+        ] {
+            match seconds(get, var)? {
+                Some(d) if d.is_zero() => {
+                    return Err(ConfigError::Invalid {
+                        var,
+                        value: "0".into(),
+                        rule: "must be greater than 0",
+                    });
+                }
+                Some(d) => *field = d,
+                None => {}
+            }
+        }
+        if let Some(n) = number(get, "PFNF_HTTP_MAX_CONNECTIONS")? {
+            s.http_max_connections = n.clamp(1, 1_000_000) as usize;
         }
         if let Some(n) = number(get, "PFNF_RETRY_BASE_MS")? {
             s.retry_base = Duration::from_millis(n);

@@ -6,111 +6,114 @@
 //! The automation's `call-webhook` action posts through a `webhook` block document that holds
 //! the URL and the token header; Prefect stores both as secrets. Every Scheduled event calls
 //! the endpoint, including runs scheduled for later by a deployment's schedule: those polls find
-//! nothing due and cost no Northflank request. Calls arriving before a quick dispatch has
-//! polled are folded into its poll (see [`Gate`]).
+//! nothing due and cost no Northflank request. However many calls arrive, one quick dispatch
+//! runs at a time (see [`Gate`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::dispatch;
+use crate::dispatch::{self, DispatchError, Summary};
 use crate::prefect::{PrefectClient, PrefectError};
-use crate::webhook::{Response, header_matches};
+use crate::routes::{DISPATCH_TOKEN_HEADER, INSTANT_PATH, WEBHOOK_PATH};
 use crate::worker::Worker;
 
-/// The endpoint's path, beside the Northflank webhook.
-pub const PATH: &str = "/prefect/dispatch";
-/// The header carrying the dispatch token (separate from Northflank's).
-pub const TOKEN_HEADER: &str = "x-prefect-nf-dispatch-token";
 /// The most a quick dispatch takes: a poll, and submissions, which dispatch only starts with
 /// `SUBMIT_RESERVE` left.
 pub const BUDGET: Duration = Duration::from_secs(25);
 /// Prefect's block type for outgoing webhooks, registered by every server.
 const BLOCK_TYPE: &str = "webhook";
 
-/// Folds calls into a quick dispatch that has not polled yet: its poll will find their runs,
-/// which existed before the calls were made. A call that comes once the poll has been sent
-/// starts its own dispatch, without waiting for the previous one's submissions, heartbeat and
-/// log writes (on a busy server those take seconds).
+/// At most one instant dispatch at a time, and at most one more pending: however many calls
+/// arrive together, a busy Prefect server is asked by one dispatch (the finding was 85 at once
+/// for 200 calls). A call before the running dispatch polls is folded into that poll (its run
+/// existed before the call); a call after it asks for one more dispatch, which starts when
+/// the running one ends. No task is started per call.
 #[derive(Debug, Default)]
 pub struct Gate {
-    waiting: AtomicBool,
+    phase: Mutex<Phase>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Idle,
+    /// A dispatch runs and has not polled yet.
+    BeforePoll,
+    /// A dispatch runs and has polled.
+    Polled,
+    /// A dispatch runs and has polled, and a call came since: one more dispatch follows.
+    Again,
 }
 
 impl Gate {
-    /// `None`: a dispatch is about to poll and the call is folded into it.
-    pub fn enter(&self) -> Option<Polling<'_>> {
-        (!self.waiting.swap(true, Ordering::SeqCst)).then_some(Polling {
-            gate: self,
-            done: AtomicBool::new(false),
-        })
+    /// A call arrived. `true`: nothing runs, so the caller starts [`dispatch_loop`].
+    pub fn call(&self) -> bool {
+        let mut phase = self.lock();
+        let (next, start) = match *phase {
+            Phase::Idle => (Phase::BeforePoll, true),
+            Phase::BeforePoll => (Phase::BeforePoll, false),
+            Phase::Polled | Phase::Again => (Phase::Again, false),
+        };
+        *phase = next;
+        start
+    }
+
+    /// The running dispatch is about to poll: later calls need a poll of their own.
+    pub fn polling(&self) {
+        let mut phase = self.lock();
+        if *phase == Phase::BeforePoll {
+            *phase = Phase::Polled;
+        }
+    }
+
+    /// The running dispatch has ended. `true`: a call came after its poll, dispatch again.
+    pub fn finished(&self) -> bool {
+        let mut phase = self.lock();
+        let again = *phase == Phase::Again;
+        *phase = if again {
+            Phase::BeforePoll
+        } else {
+            Phase::Idle
+        };
+        again
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A dispatch admitted by the gate. Calls are folded into it until [`Polling::polled`], which
-/// dropping it implies (a dispatch that fails before its poll must not hold later calls).
-#[derive(Debug)]
-pub struct Polling<'a> {
-    gate: &'a Gate,
-    done: AtomicBool,
-}
-
-impl Polling<'_> {
-    /// The poll is about to be sent: later calls need a poll of their own.
-    pub fn polled(&self) {
-        if !self.done.swap(true, Ordering::SeqCst) {
-            self.gate.waiting.store(false, Ordering::SeqCst);
+/// Quick dispatches, one after another, while calls keep asking for one (the local worker,
+/// started by the call that found the gate idle).
+pub async fn dispatch_loop(worker: Arc<Worker>) {
+    loop {
+        let w = worker.clone();
+        let one = tokio::spawn(
+            async move { dispatch_once(&w, Instant::now() + BUDGET).await }
+                .instrument(tracing::Span::current()),
+        );
+        // A panicking dispatch must not leave the gate closed for good.
+        if let Err(e) = one.await {
+            tracing::error!(error = %e, "an instant dispatch ended abnormally");
+        }
+        if !worker.instant.finished() {
+            return;
         }
     }
 }
 
-impl Drop for Polling<'_> {
-    fn drop(&mut self) {
-        self.polled();
+/// One quick dispatch: heartbeat and one poll, no reconciliation (the scheduled invocations
+/// keep doing it).
+pub async fn dispatch_once(worker: &Worker, deadline: Instant) -> Result<Summary, DispatchError> {
+    let polled = dispatch::invoke_instant(worker, deadline, &|| worker.instant.polling()).await;
+    if let Err(e) = &polled {
+        tracing::error!(error = %e, "instant dispatch failed");
     }
-}
-
-/// Answers the automation's call: checks the token, then dispatches once (or folds the call
-/// into a quick dispatch that has not polled yet). The Lambda's way: it cannot work after
-/// answering.
-pub async fn handle(worker: &Worker, headers: &HeaderMap, deadline: Instant) -> Response {
-    match authorize(worker, headers) {
-        Ok(()) => run(worker, deadline).await,
-        Err(refused) => refused,
-    }
-}
-
-/// Whether the call may dispatch: 404 while instant dispatch is off, 401 without the dispatch
-/// token.
-pub fn authorize(worker: &Worker, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &worker.credentials.dispatch_token else {
-        return Err(Response::new(
-            404,
-            json!({"error": "instant dispatch is not enabled: set PFNF_DISPATCH_TOKEN or the secret's dispatch_token"}),
-        ));
-    };
-    if !header_matches(headers, TOKEN_HEADER, token.expose()) {
-        tracing::warn!("instant dispatch refused: missing or wrong dispatch token");
-        return Err(Response::new(401, json!({"error": "unauthorized"})));
-    }
-    Ok(())
-}
-
-/// One quick dispatch, or the call folded into one that has not polled yet (202).
-pub async fn run(worker: &Worker, deadline: Instant) -> Response {
-    let Some(polling) = worker.instant.enter() else {
-        return Response::new(202, json!({"coalesced": true}));
-    };
-    match dispatch::invoke_instant(worker, deadline, &|| polling.polled()).await {
-        Ok(summary) => Response::new(200, json!({"summary": summary})),
-        Err(e) => {
-            tracing::error!(error = %e, "instant dispatch failed");
-            Response::new(503, json!({"error": e.to_string()}))
-        }
-    }
+    polled
 }
 
 /// What `enable` wrote.
@@ -168,9 +171,9 @@ pub fn endpoint(url: &str) -> Result<String, InstantError> {
         return Err(invalid("must not have a query string"));
     }
     let base = url.trim_end_matches('/');
-    Ok(match base.strip_suffix(crate::local::WEBHOOK_PATH) {
-        Some(root) => format!("{root}{PATH}"),
-        None => format!("{base}{PATH}"),
+    Ok(match base.strip_suffix(WEBHOOK_PATH) {
+        Some(root) => format!("{root}{INSTANT_PATH}"),
+        None => format!("{base}{INSTANT_PATH}"),
     })
 }
 
@@ -179,7 +182,7 @@ pub fn block_data(endpoint: &str, token: &str) -> Value {
     json!({
         "method": "POST",
         "url": endpoint,
-        "headers": {TOKEN_HEADER: token, "content-type": "application/json"},
+        "headers": {DISPATCH_TOKEN_HEADER: token, "content-type": "application/json"},
     })
 }
 
@@ -304,21 +307,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calls_fold_into_a_dispatch_only_until_it_polls() {
+    fn one_dispatch_at_a_time_and_one_more_pending() {
         let gate = Gate::default();
-        let first = gate.enter().expect("the first call dispatches");
-        assert!(gate.enter().is_none(), "folded into the coming poll");
-        first.polled();
-        // The poll is on its way and may miss this call's run: a dispatch of its own.
-        let second = gate.enter().expect("a call after the poll dispatches");
-        drop(first);
-        assert!(
-            gate.enter().is_none(),
-            "the first ending changes nothing for the second"
-        );
-        // A dispatch that fails before its poll lets the next call through.
-        drop(second);
-        assert!(gate.enter().is_some());
+        assert!(gate.call(), "the first call starts the loop");
+        assert!(!gate.call(), "folded into the coming poll");
+        assert!(!gate.finished(), "no call after the poll: the loop ends");
+
+        assert!(gate.call());
+        gate.polling();
+        // The poll is on its way and may miss these calls' runs: one more dispatch, not two.
+        assert!(!gate.call());
+        assert!(!gate.call());
+        assert!(gate.finished(), "one more dispatch follows");
+        assert!(!gate.call(), "folded into the dispatch that follows");
+        gate.polling();
+        assert!(!gate.finished());
+        assert!(gate.call(), "idle again: a call starts the loop");
     }
 
     #[test]

@@ -5,23 +5,23 @@
 //! and again when Prefect or Northflank refused them during an invocation, which is what a
 //! rotated token looks like; the failed work is then tried once more with the new credentials.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::Utc;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
-use tokio::sync::RwLock;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 use crate::config::Settings;
 use crate::dispatch::{self, Summary};
+use crate::endpoint::{self, Endpoint, InstantMode, Limits};
 use crate::metrics;
 use crate::secrets::Source;
-use crate::worker::Worker;
+use crate::worker::{Current, Worker};
 
 pub type Error = lambda_runtime::Error;
 
@@ -32,9 +32,10 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// One Lambda container's worker and the endpoint's router.
 pub struct App {
-    source: Source,
-    worker: RwLock<Arc<Worker>>,
+    current: Arc<Current>,
+    router: axum::Router,
 }
 
 impl App {
@@ -47,49 +48,33 @@ impl App {
     }
 
     pub fn new(worker: Worker, source: Source) -> App {
+        let limits = Limits::of(&worker);
+        let current = Arc::new(Current::new(worker, Some(source)));
+        let instant = InstantMode::Inline {
+            deadline: invocation_deadline,
+        };
+        let endpoint = Endpoint::new(current.clone(), instant, limits);
         App {
-            source,
-            worker: RwLock::new(Arc::new(worker)),
+            current,
+            router: endpoint::router(Arc::new(endpoint)),
         }
     }
 
     pub async fn worker(&self) -> Arc<Worker> {
-        self.worker.read().await.clone()
+        self.current.worker().await
     }
 
-    /// Runs `work`; when it met a refused credential, reads the credentials again and, if the
-    /// work `failed`, runs it once more with them.
-    async fn run<T, F, Fut>(&self, failed: fn(&T) -> bool, work: F) -> T
-    where
-        F: Fn(Arc<Worker>) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        let worker = self.worker().await;
-        let refusals = |w: &Worker| w.prefect.auth_failures() + w.northflank.auth_failures();
-        let before = refusals(&worker);
-        let out = work(worker.clone()).await;
-        if refusals(&worker) == before {
-            return out;
-        }
-        tracing::warn!("credentials were refused; reading them again");
-        let fresh = match self.source.load().await {
-            Ok(credentials) => {
-                Worker::new(worker.settings.clone(), credentials).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match fresh {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                *self.worker.write().await = fresh.clone();
-                if failed(&out) { work(fresh).await } else { out }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the credentials again");
-                out
-            }
-        }
+    /// The endpoint's router, for `lambda_http::run`.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
     }
+}
+
+/// The invocation's deadline, from the context `lambda_http` puts in the request.
+fn invocation_deadline(extensions: &axum::http::Extensions) -> Option<Instant> {
+    extensions
+        .get::<lambda_runtime::Context>()
+        .map(|c| deadline(c.deadline))
 }
 
 /// The longest a Lambda invocation can run.
@@ -131,6 +116,7 @@ pub async fn dispatch(
     // `dispatch::invoke` logs the summary; the metrics go to stdout on their own line, where
     // CloudWatch Logs extracts them.
     let summary = app
+        .current
         .run(Result::is_err, |worker| async move {
             let summary = dispatch::invoke(&worker, deadline).await?;
             if let Some(namespace) = &worker.settings.metrics_namespace {
@@ -143,35 +129,18 @@ pub async fn dispatch(
     Ok(summary)
 }
 
-/// The webhook function, behind a Function URL (payload format 2.0): Northflank's
-/// notifications on any path, and the instant-dispatch automation's calls on
-/// [`instant::PATH`](crate::instant::PATH).
+/// The webhook function, behind a Function URL (payload format 2.0): one request through the
+/// endpoint's router, as `lambda_http::run(app.router())` serves them. Northflank's
+/// notifications come on any path, the instant-dispatch automation's calls on
+/// [`INSTANT_PATH`](crate::routes::INSTANT_PATH).
 pub async fn webhook(app: &App, request: Request) -> Result<Response<Body>, Error> {
-    let (headers, body) = (request.headers(), request.body().as_ref());
-    let response = if request.uri().path() == crate::instant::PATH {
-        let deadline = request
-            .lambda_context_ref()
-            .map_or_else(
-                || Instant::now() + crate::instant::BUDGET,
-                |c| deadline(c.deadline),
-            )
-            .min(Instant::now() + crate::instant::BUDGET);
-        app.run(
-            |r: &crate::webhook::Response| r.status == 503,
-            |worker| async move { crate::instant::handle(&worker, headers, deadline).await },
-        )
-        .await
-    } else {
-        app.run(
-            |r: &crate::webhook::Response| r.status == 503,
-            |worker| async move { crate::webhook::handle(&worker, headers, body).await },
-        )
-        .await
-    };
-    Ok(Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json")
-        .body(Body::from(response.body.to_string()))?)
+    let response = app
+        .router()
+        .oneshot(request.map(axum::body::Body::new))
+        .await?;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+    Ok(Response::from_parts(parts, Body::from(bytes.to_vec())))
 }
 
 #[cfg(test)]

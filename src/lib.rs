@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod endpoint;
 pub mod http;
 pub mod ids;
 pub mod instant;
@@ -43,11 +44,13 @@ pub mod lambda;
 pub mod local;
 pub mod metrics;
 pub mod northflank;
+pub mod ownership;
 pub mod pool;
 pub mod prefect;
 pub mod reconcile;
 pub mod render;
 pub mod retry;
+pub mod routes;
 pub mod secrets;
 pub mod webhook;
 pub mod worker;

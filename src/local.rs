@@ -1,73 +1,147 @@
-//! The long-running local worker: dispatch invocations back to back, and the webhook served on
-//! an HTTP port. The same library code as the Lambdas, without AWS.
+//! The long-running local worker: dispatch invocations back to back, and the HTTP endpoint on a
+//! port. The same library code as the Lambdas, without AWS.
+//!
+//! A port on a public address meets what a Function URL's front end absorbs for the Lambda: so
+//! connections are limited here. Each must send a request's headers within
+//! `http_header_timeout`, when it opens and between requests (hyper's header-read timeout, which
+//! needs a timer: `axum::serve` arms none), and at most `http_max_connections` are held at once,
+//! the rest waiting to be accepted. The process's soft limit of open files is raised to its
+//! hard limit first, so that idle connections cannot use up the descriptors the worker needs.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::dispatch::{self, SUBMIT_RESERVE};
-use crate::worker::Worker;
+use crate::endpoint::{self, Endpoint, InstantMode, Limits};
+use crate::worker::{Current, Worker};
 
-/// The path Northflank's notification integration posts to.
-pub const WEBHOOK_PATH: &str = "/northflank/webhook";
+/// Open files kept for everything but incoming connections: Prefect and Northflank
+/// connections, logs, the listener itself.
+const RESERVED_FILES: u64 = 128;
 
-pub fn router(worker: Arc<Worker>) -> Router {
-    let limit = worker.settings.webhook_max_body;
-    Router::new()
-        .route(WEBHOOK_PATH, post(webhook))
-        .route(crate::instant::PATH, post(instant))
-        .route("/health", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(worker)
+/// How long in-flight requests get to finish once the server is asked to stop.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Connection-level limits of the local server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
 }
 
-async fn webhook(
-    State(worker): State<Arc<Worker>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    reply(crate::webhook::handle(&worker, &headers, &body).await)
-}
-
-/// Answers at once and dispatches after. Prefect 3.9's `webhook` block sends every call of
-/// the server through one shared connection pool and closes that pool when any call ends, so a
-/// call still waiting for its answer then fails with `ReadError('')` and is not retried: the
-/// shorter each call, the fewer calls lost.
-async fn instant(State(worker): State<Arc<Worker>>, headers: HeaderMap) -> impl IntoResponse {
-    if let Err(refused) = crate::instant::authorize(&worker, &headers) {
-        return reply(refused);
+impl ServerLimits {
+    /// From the settings, the connection cap kept within the open-file limit.
+    pub fn of(worker: &Worker) -> Self {
+        let s = &worker.settings;
+        let files = rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        let fits = files.saturating_sub(RESERVED_FILES).max(1);
+        ServerLimits {
+            header_timeout: s.http_header_timeout,
+            max_connections: s.http_max_connections.min(fits as usize),
+        }
     }
-    let deadline = Instant::now() + crate::instant::BUDGET;
-    tokio::spawn(async move { crate::instant::run(&worker, deadline).await });
-    reply(crate::webhook::Response::new(
-        202,
-        serde_json::json!({"accepted": true}),
-    ))
 }
 
-fn reply(response: crate::webhook::Response) -> impl IntoResponse {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(response.body))
+/// Raises the soft limit of open files to the hard limit, as servers commonly do (the soft
+/// limit is often 1,024, the hard limit far more). Returns the limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
-/// Serves the webhook on `listener` until `shutdown` completes.
+/// Serves the endpoint on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish (for a while).
 pub async fn serve(
     listener: TcpListener,
     worker: Arc<Worker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(worker))
-        .with_graceful_shutdown(shutdown)
+    let limits = ServerLimits::of(&worker);
+    let endpoint = Endpoint::new(
+        Arc::new(Current::new(Worker::clone(&worker), None)),
+        InstantMode::Background,
+        Limits::of(&worker),
+    );
+    serve_router(
+        listener,
+        endpoint::router(Arc::new(endpoint)),
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+/// The accept loop: a permit per connection, hyper's HTTP/1 with its header-read timeout.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running {}s after shutdown were cut",
+            DRAIN.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// An accept that failed: a connection reset before it was accepted is nothing; running out of
+/// file descriptors passes once connections close, so wait a moment instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+        return;
+    }
+    tracing::warn!(error = %e, "could not accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Runs dispatch invocations one after another until `shutdown` completes. Each invocation
@@ -94,7 +168,7 @@ pub async fn dispatch_forever(worker: Arc<Worker>, shutdown: impl Future<Output 
     }
 }
 
-/// The whole local worker: webhook server and dispatch loop, both stopped by `shutdown`.
+/// The whole local worker: endpoint and dispatch loop, both stopped by `shutdown`.
 pub async fn run(
     worker: Worker,
     listener: TcpListener,

@@ -301,7 +301,7 @@ async fn the_local_worker_runs_flows_until_stopped() {
     let url = format!(
         "http://{}{}",
         listener.local_addr().unwrap(),
-        prefect_nf::local::WEBHOOK_PATH
+        prefect_nf::routes::WEBHOOK_PATH
     );
     app.register_webhook(&url).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use helpers::{DISPATCH_TOKEN, TestApp};
 use prefect_nf::instant;
-use reqwest::header::{HeaderMap, HeaderValue};
+use prefect_nf::routes::{DISPATCH_TOKEN_HEADER, INSTANT_PATH};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -54,38 +54,98 @@ async fn a_scheduled_run_is_submitted_by_the_automation_alone() {
 }
 
 #[tokio::test]
-async fn the_endpoint_wants_its_own_token() {
+async fn the_endpoint_wants_exactly_one_of_its_own_tokens() {
     let app = TestApp::spawn().await;
-    let deadline = tokio::time::Instant::now() + instant::BUDGET;
-    let with = |name: &str, value: &str| {
-        let mut h = HeaderMap::new();
-        h.insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-        h
-    };
-    let cases = [
-        (HeaderMap::new(), 401),
-        (with(instant::TOKEN_HEADER, "wrong"), 401),
+    let router = helpers::router(&app.worker);
+    let cases: &[(&[&str], u16)] = &[
+        (&[], 401),
+        (&["wrong"], 401),
         // Northflank's token does not open this endpoint.
-        (with(instant::TOKEN_HEADER, helpers::WEBHOOK_TOKEN), 401),
-        (with(instant::TOKEN_HEADER, DISPATCH_TOKEN), 200),
+        (&[helpers::WEBHOOK_TOKEN], 401),
+        (&[DISPATCH_TOKEN, DISPATCH_TOKEN], 401),
+        (&[DISPATCH_TOKEN, "wrong"], 401),
+        (&[DISPATCH_TOKEN], 202),
     ];
-    for (headers, status) in cases {
-        let response = instant::handle(&app.worker, &headers, deadline).await;
-        assert_eq!(response.status, status, "{headers:?}: {:?}", response.body);
+    for (tokens, status) in cases {
+        let headers: Vec<(&str, &str)> =
+            tokens.iter().map(|t| (DISPATCH_TOKEN_HEADER, *t)).collect();
+        let (got, body) = helpers::call(&router, helpers::post(INSTANT_PATH, &headers, "{}")).await;
+        assert_eq!(got, *status, "{tokens:?}: {body}");
     }
     let mut off = app.another_worker("no-token");
     off.credentials.dispatch_token = None;
-    let response =
-        instant::handle(&off, &with(instant::TOKEN_HEADER, DISPATCH_TOKEN), deadline).await;
-    assert_eq!(response.status, 404);
+    let headers = [(DISPATCH_TOKEN_HEADER, DISPATCH_TOKEN)];
+    let (status, body) = helpers::call(
+        &helpers::router(&off),
+        helpers::post(INSTANT_PATH, &headers, "{}"),
+    )
+    .await;
+    assert_eq!(status, 404);
     assert!(
-        response.body["error"]
+        body["error"]
             .as_str()
             .unwrap()
             .contains("PFNF_DISPATCH_TOKEN")
+    );
+}
+
+/// 200 calls at once (Prefect sends one per scheduled run, and a deployment's schedule makes
+/// many): one dispatch at a time plus at most one more, every call answered on its kept-alive
+/// connection, refused ones included, and every run submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_calls_run_one_dispatch_at_a_time_and_lose_no_call() {
+    let app = TestApp::spawn().await;
+    let deployment = app.deployment(json!({})).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.scripted_run(deployment, "succeed:0.2").await);
+    }
+    let url = reqwest::Url::parse(&app.webhook_url)
+        .unwrap()
+        .join(INSTANT_PATH)
+        .unwrap();
+    let http = reqwest::Client::new();
+    let send = |token: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(url)
+                .header(DISPATCH_TOKEN_HEADER, token)
+                .header("content-type", "application/json")
+                .body(r#"{"work_pool":"p","flow_run":"prefect.flow-run.x"}"#)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| format!("{e:?}"))
+        }
+    };
+    // Two bursts: the second goes out on the connections the first left open.
+    for burst in 0..2 {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let token = if i % 4 == 3 { "wrong" } else { DISPATCH_TOKEN };
+            calls.spawn(send(token));
+        }
+        let answers = calls.join_all().await;
+        let lost: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+        assert!(lost.is_empty(), "burst {burst}: lost calls {lost:?}");
+        let accepted = answers.iter().filter(|a| **a == Ok(202)).count();
+        let refused = answers.iter().filter(|a| **a == Ok(401)).count();
+        assert_eq!((accepted, refused), (150, 50), "burst {burst}");
+    }
+    for id in ids {
+        app.wait_for_state(id, &["COMPLETED"], Duration::from_secs(60))
+            .await;
+    }
+    let activity = &app.worker.activity;
+    assert!(
+        activity.peak() <= 2,
+        "{} dispatches at once",
+        activity.peak()
+    );
+    assert!(
+        (1..=10).contains(&activity.started()),
+        "{} dispatches for 300 calls",
+        activity.started()
     );
 }
 
@@ -108,8 +168,8 @@ async fn the_local_endpoint_answers_at_once_and_dispatches_after() {
         json!({"work_pool": app.pool, "flow_run": format!("prefect.flow-run.{id}")}).to_string();
     let call = format!(
         "POST {} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{}: {DISPATCH_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
-        instant::PATH,
-        instant::TOKEN_HEADER,
+        INSTANT_PATH,
+        DISPATCH_TOKEN_HEADER,
         body.len()
     );
     conn.write_all(call.as_bytes()).await.unwrap();

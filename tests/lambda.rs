@@ -114,12 +114,12 @@ async fn the_webhook_function_answers_instant_dispatch_on_its_path() {
     let call = |token: &str| {
         let mut raw: Value =
             serde_json::from_str(include_str!("fixtures/function-url-request.json")).unwrap();
-        raw["rawPath"] = json!(prefect_nf::instant::PATH);
+        raw["rawPath"] = json!(prefect_nf::routes::INSTANT_PATH);
         raw["rawQueryString"] = json!("");
         raw["requestContext"]["http"]["method"] = json!("POST");
-        raw["requestContext"]["http"]["path"] = json!(prefect_nf::instant::PATH);
+        raw["requestContext"]["http"]["path"] = json!(prefect_nf::routes::INSTANT_PATH);
         raw["headers"]["content-type"] = json!("application/json");
-        raw["headers"][prefect_nf::instant::TOKEN_HEADER] = json!(token);
+        raw["headers"][prefect_nf::routes::DISPATCH_TOKEN_HEADER] = json!(token);
         raw["body"] = json!(json!({"work_pool": app.pool}).to_string());
         lambda_http::request::from_str(&raw.to_string()).unwrap()
     };

@@ -62,9 +62,11 @@ async fn lists_every_page_and_aborts_idempotently() {
     assert!(aborted.concluded);
     // Aborting again answers 409 from Northflank: the run has concluded, so that is success.
     nf.abort_run("p", &job, run).await.unwrap();
-    nf.delete_job("p", &job).await.unwrap();
-    nf.delete_job("p", &job).await.unwrap();
+    assert!(nf.delete_job("p", &job).await.unwrap(), "deleted");
+    assert!(!nf.delete_job("p", &job).await.unwrap(), "already gone");
     assert!(nf.get_run("p", &job, run).await.unwrap().is_none());
+    // A job that does not exist has no runs (its listing answers 404).
+    assert!(nf.list_runs("p", &job).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -116,7 +118,9 @@ async fn launches_exactly_one_run_per_job_through_faults() {
         match launch(&nf, &l).await {
             Ok(_) => launched += 1,
             // As dispatch does: a job written for an abandoned launch is deleted.
-            Err(e) if e.job_written => nf.delete_job("p", &name.to_string()).await.unwrap(),
+            Err(e) if e.job_written => {
+                nf.delete_job("p", &name.to_string()).await.unwrap();
+            }
             Err(_) => {}
         }
     }

@@ -5,33 +5,13 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{Options, TestApp};
+use helpers::{Options, TestApp, reconcile_once};
 use prefect_nf::dispatch;
-use prefect_nf::reconcile::{self, Report};
 use prefect_nf::worker::Worker;
 use serde_json::json;
 
-/// A worker that reconciles at once: no waiting periods.
 fn eager(app: &TestApp) -> Worker {
-    let mut w = app.another_worker("reconciler");
-    w.settings.resume_after = Duration::ZERO;
-    w.settings.check_after = Duration::ZERO;
-    w.settings.cancel_grace = Duration::ZERO;
-    w.settings.reconcile_max = 100;
-    w.settings.sweep_interval = Duration::ZERO;
-    w
-}
-
-async fn reconcile_once(w: &Worker) -> Report {
-    let (pool, _) = dispatch::heartbeat(w).await.unwrap();
-    let report = reconcile::reconcile(
-        w,
-        &pool,
-        tokio::time::Instant::now() + Duration::from_secs(30),
-    )
-    .await;
-    w.send_pending().await;
-    report
+    app.eager_worker("reconciler")
 }
 
 fn no_engine() -> Options {

@@ -93,6 +93,7 @@ async fn the_emulator_accepts_every_rendered_job_and_run() {
                                 worker_name: "w".into(),
                                 api_url: "http://127.0.0.1:4200/api".into(),
                                 auth: PrefectAuth::AuthString(Secret::new("u:p")),
+                                marker: None,
                             };
                             let rendered = to_northflank(&config, &facts)
                                 .unwrap_or_else(|e| panic!("{variables:?}: {e}"));

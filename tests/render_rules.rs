@@ -20,6 +20,7 @@ fn facts() -> RunFacts {
         worker_name: "prefect-nf".into(),
         api_url: "https://api.prefect.cloud/api/accounts/a/workspaces/w".into(),
         auth: PrefectAuth::ApiKey(Secret::new("pnu_secret")),
+        marker: None,
     }
 }
 

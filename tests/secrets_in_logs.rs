@@ -106,7 +106,7 @@ async fn no_secret_value_appears_in_any_log_line() {
     let answer = app
         .http
         .post(instant::endpoint(&app.webhook_url).unwrap())
-        .header(instant::TOKEN_HEADER, DISPATCH_TOKEN)
+        .header(prefect_nf::routes::DISPATCH_TOKEN_HEADER, DISPATCH_TOKEN)
         .send()
         .await
         .unwrap();

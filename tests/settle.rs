@@ -17,18 +17,12 @@ async fn notify_changes_nothing(app: &TestApp, id: FlowRunId, event: &str) {
     let job = format!("pf-{id}");
     let run = app.northflank_run(id).await;
     let body = json!({"event": event, "data": {"jobRun": {"id": run}, "job": {"id": job}}});
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        webhook::TOKEN_HEADER,
-        helpers::WEBHOOK_TOKEN.parse().unwrap(),
-    );
+    let headers = reqwest::header::HeaderMap::new();
     let r = webhook::handle(&app.worker, &headers, body.to_string().as_bytes()).await;
-    assert_eq!(
-        (r.status, r.body["action"].as_str()),
-        (200, Some("none")),
-        "{:?}",
-        r.body
-    );
+    match r {
+        Ok(webhook::Outcome::Settled(settled)) => assert_eq!(settled.action, "none"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(app.state_type(id).await, "COMPLETED");
 }
 

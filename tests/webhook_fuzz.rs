@@ -8,16 +8,21 @@ mod helpers;
 use std::sync::OnceLock;
 
 use prefect_nf::ids::JobName;
-use prefect_nf::webhook::{self, TOKEN_HEADER, event};
+use prefect_nf::routes::{NOTIFICATION_TOKEN_HEADER as TOKEN_HEADER, WEBHOOK_PATH};
+use prefect_nf::webhook::event;
 use proptest::prelude::*;
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 
-/// One worker and one runtime for every case (building HTTP clients is the slow part). The
+struct Fixture {
+    worker: prefect_nf::worker::Worker,
+    router: axum::Router,
+    rt: tokio::runtime::Runtime,
+}
+
+/// One worker, router and runtime for every case (building HTTP clients is the slow part). The
 /// worker's clients point at a closed port: a call would be counted.
-fn fixture() -> &'static (prefect_nf::worker::Worker, tokio::runtime::Runtime) {
-    static FIXTURE: OnceLock<(prefect_nf::worker::Worker, tokio::runtime::Runtime)> =
-        OnceLock::new();
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let worker =
             helpers::worker_for("http://127.0.0.1:9/api", "pool", "http://127.0.0.1:9", "w");
@@ -25,7 +30,8 @@ fn fixture() -> &'static (prefect_nf::worker::Worker, tokio::runtime::Runtime) {
             .enable_all()
             .build()
             .unwrap();
-        (worker, rt)
+        let router = helpers::router(&worker);
+        Fixture { worker, router, rt }
     })
 }
 
@@ -33,21 +39,19 @@ fn calls(w: &prefect_nf::worker::Worker) -> u64 {
     w.prefect.requests_sent() + w.northflank.requests_sent()
 }
 
-/// Handles one body with `headers`: the status, and the calls it made.
-fn handle(headers: &HeaderMap, body: &[u8]) -> (u16, u64) {
-    let (w, rt) = fixture();
-    let before = calls(w);
-    let response = rt.block_on(webhook::handle(w, headers, body));
-    (response.status, calls(w) - before)
+/// Sends one body through the endpoint with `tokens` (one header each): the status, and the
+/// calls it made.
+fn handle(tokens: &[&str], body: &[u8]) -> (u16, u64) {
+    let f = fixture();
+    let before = calls(&f.worker);
+    let headers: Vec<(&str, &str)> = tokens.iter().map(|t| (TOKEN_HEADER, *t)).collect();
+    let request = helpers::post(WEBHOOK_PATH, &headers, body.to_vec());
+    let (status, _) = f.rt.block_on(helpers::call(&f.router, request));
+    (status, calls(&f.worker) - before)
 }
 
-fn authorized() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        TOKEN_HEADER,
-        HeaderValue::from_static(helpers::WEBHOOK_TOKEN),
-    );
-    h
+fn authorized() -> [&'static str; 1] {
+    [helpers::WEBHOOK_TOKEN]
 }
 
 /// Whether the handler may call out for this body: only for a job-run event naming one of our
@@ -155,17 +159,21 @@ proptest! {
     #[test]
     fn bodies_without_the_token_are_refused(value in json(), token in proptest::option::of("[ -~]{0,40}")) {
         prop_assume!(token.as_deref() != Some(helpers::WEBHOOK_TOKEN));
-        let mut headers = HeaderMap::new();
-        if let Some(t) = &token {
-            headers.insert(TOKEN_HEADER, HeaderValue::from_str(t).unwrap());
-        }
+        let tokens: Vec<&str> = token.as_deref().into_iter().collect();
         let body = serde_json::to_vec(&value).unwrap();
-        prop_assert_eq!(handle(&headers, &body), (401, 0));
+        prop_assert_eq!(handle(&tokens, &body), (401, 0));
+    }
+
+    #[test]
+    fn a_second_token_header_is_refused_whatever_it_holds(value in json(), other in "[ -~]{0,40}") {
+        let body = serde_json::to_vec(&value).unwrap();
+        prop_assert_eq!(handle(&[helpers::WEBHOOK_TOKEN, &other], &body), (401, 0));
+        prop_assert_eq!(handle(&[&other, helpers::WEBHOOK_TOKEN], &body), (401, 0));
     }
 
     #[test]
     fn oversized_bodies_are_refused(extra in 1usize..4096) {
-        let limit = fixture().0.settings.webhook_max_body;
+        let limit = fixture().worker.settings.webhook_max_body;
         prop_assert_eq!(handle(&authorized(), &vec![b'{'; limit + extra]), (413, 0));
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use prefect_nf::config::{Credentials, PrefectAuth, Settings, parse_env_file};
 use prefect_nf::integration::{self, RegisterAction, Registration};
 use prefect_nf::northflank::NorthflankClient;
+use prefect_nf::ownership::{Marker, ServerId};
 use prefect_nf::prefect::PrefectClient;
 use prefect_nf::render::RunFacts;
 use prefect_nf::render::dry_run::{self, DryRun, Offline, Stage};
@@ -254,8 +255,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Local { bind } => {
             let worker = env.worker().await?;
+            match local::raise_open_file_limit() {
+                Ok(files) => tracing::debug!(files, "open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
             let listener = tokio::net::TcpListener::bind(bind).await?;
-            tracing::info!(address = %listener.local_addr()?, path = local::WEBHOOK_PATH, pool = %worker.settings.work_pool, "local worker running");
+            tracing::info!(address = %listener.local_addr()?, path = prefect_nf::routes::WEBHOOK_PATH, pool = %worker.settings.work_pool, "local worker running");
             local::run(worker, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -317,18 +322,29 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     .as_ref()
                     .ok_or("--pool and --deployment read from the server: set PREFECT_API_URL")
             };
-            let template = match (pool, template) {
+            // The pool's id is part of the ownership marker: without a pool, none is shown.
+            let (template, pool_id) = match (pool, template) {
                 (Some(name), _) => {
-                    api()?
+                    let pool = api()?
                         .read_work_pool(&name)
                         .await?
-                        .ok_or(format!("work pool '{name}' does not exist"))?
-                        .base_job_template
+                        .ok_or(format!("work pool '{name}' does not exist"))?;
+                    (pool.base_job_template, Some(pool.id))
                 }
-                (None, Some(path)) => serde_json::from_str(&std::fs::read_to_string(&path)?)
-                    .map_err(|e| format!("--template {}: invalid JSON: {e}", path.display()))?,
-                (None, None) => pool::template(None),
+                (None, Some(path)) => (
+                    serde_json::from_str(&std::fs::read_to_string(&path)?)
+                        .map_err(|e| format!("--template {}: invalid JSON: {e}", path.display()))?,
+                    None,
+                ),
+                (None, None) => (pool::template(None), None),
             };
+            let api_url = env
+                .get("PREFECT_API_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:4200/api".into());
+            let marker = pool_id.map(|pool_id| Marker {
+                pool_id,
+                server: ServerId::of_api_url(&api_url),
+            });
             let mut facts = RunFacts {
                 flow_run_id: prefect_nf::ids::FlowRunId(uuid::Uuid::nil()),
                 flow_run_name: "dry-run".into(),
@@ -339,10 +355,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 worker_name: env
                     .get("PFNF_WORKER_NAME")
                     .unwrap_or_else(|| "prefect-nf".into()),
-                api_url: env
-                    .get("PREFECT_API_URL")
-                    .unwrap_or_else(|| "http://127.0.0.1:4200/api".into()),
+                api_url,
                 auth: env.auth(),
+                marker,
             };
             let deployment_variables = match (deployment, deployment_variables) {
                 (Some(name), _) => {

@@ -1,6 +1,6 @@
-//! The webhook Lambda, behind a Function URL; see `prefect_nf::webhook`.
+//! The webhook Lambda, behind a Function URL: the endpoint's router served by `lambda_http`;
+//! see `prefect_nf::endpoint`.
 
-use lambda_http::{Request, service_fn};
 use prefect_nf::lambda::{self, App};
 
 #[tokio::main]
@@ -9,8 +9,5 @@ async fn main() -> Result<(), lambda::Error> {
     let app = App::from_env()
         .await
         .inspect_err(|e| tracing::error!(error = %e, "could not start"))?;
-    lambda_http::run(service_fn(|request: Request| {
-        lambda::webhook(&app, request)
-    }))
-    .await
+    lambda_http::run(app.router()).await
 }

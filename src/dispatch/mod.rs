@@ -173,6 +173,7 @@ async fn run(
     polling: &(dyn Fn() + Sync),
 ) -> Result<Summary, DispatchError> {
     let started = Instant::now();
+    let _running = worker.activity.enter();
     let worker = Arc::new(worker.until(deadline));
     let (p0, n0, t0) = (
         worker.prefect.requests_sent(),

@@ -271,6 +271,7 @@ pub async fn launch_claimed(
         worker_name: worker.settings.worker_name.clone(),
         api_url: worker.settings.prefect_api_url.clone(),
         auth: worker.credentials.prefect.clone(),
+        marker: worker.installation(Some(pool.id)).marker(),
     };
     let rendered = crate::render::to_northflank(&config, &facts)?;
     for warning in &rendered.warnings {
@@ -434,7 +435,8 @@ pub(crate) async fn abandon(
     } = &error
     {
         match w.client.delete_job(&w.project, &w.job).await {
-            Ok(()) => log.info(format!(
+            Ok(false) => {}
+            Ok(true) => log.info(format!(
                 "Deleted Northflank job '{}', which was written for this submission",
                 w.job
             )),

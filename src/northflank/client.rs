@@ -356,8 +356,9 @@ impl NorthflankClient {
         }
     }
 
-    /// Deletes the job and its run history; a job that is already gone counts as deleted.
-    pub async fn delete_job(&self, project: &str, job: &str) -> Result<()> {
+    /// Deletes the job and its run history: `true` when this call deleted it, `false` when it
+    /// was already gone (a duplicate notification, another step's cleanup).
+    pub async fn delete_job(&self, project: &str, job: &str) -> Result<bool> {
         match self
             .send(
                 Method::DELETE,
@@ -367,8 +368,8 @@ impl NorthflankClient {
             )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -403,9 +404,15 @@ impl NorthflankClient {
         }
     }
 
+    /// The job's runs; a job that does not exist has none.
     pub async fn list_runs(&self, project: &str, job: &str) -> Result<Vec<JobRun>> {
-        self.list(&["v1", "projects", project, "jobs", job, "runs"], "runs")
+        match self
+            .list(&["v1", "projects", project, "jobs", job, "runs"], "runs")
             .await
+        {
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            other => other,
+        }
     }
 
     /// The last `lines` log lines of a run, oldest first (`GET …/jobs/{job}/logs`, read

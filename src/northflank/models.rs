@@ -58,6 +58,9 @@ pub struct JobSummary {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Where our ownership marker is (`ownership::Marker`); optional in Northflank's listing.
+    #[serde(default)]
+    pub description: Option<String>,
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
 }

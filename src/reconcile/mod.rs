@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::dispatch::submit::{abandon, launch_claimed};
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
+use crate::ownership;
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::{FlowRun, StateType, WorkPool};
 use crate::prefect::stale;
@@ -61,6 +62,8 @@ pub struct Report {
     /// Verified runs whose state changed (a lost notification made good).
     pub settled: u32,
     pub jobs_deleted: u32,
+    /// Active runs of the pool left alone because their infrastructure is not ours.
+    pub not_ours: u32,
     pub errors: u32,
     pub northflank_budget: u64,
     pub out_of_budget: bool,
@@ -108,6 +111,7 @@ fn active_runs_filter(worker: &Worker) -> Value {
 
 pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> Report {
     let worker = worker.until(deadline);
+    let us = worker.installation(Some(pool.id));
     let budget = Budget::new(&worker);
     let mut report = Report {
         northflank_budget: budget.limit,
@@ -146,6 +150,11 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
         let active: BTreeSet<FlowRunId> = runs.iter().map(|r| r.id).collect();
         memory.checked.retain(|id, _| active.contains(id));
         for run in runs {
+            if let Err(why) = ownership::judge(&us, Some(&run), None) {
+                tracing::debug!(flow_run_id = %run.id, reason = %why, "not ours: left alone");
+                report.not_ours += 1;
+                continue;
+            }
             let Some(state) = run.state.as_ref() else {
                 continue;
             };
@@ -203,7 +212,7 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
         }
     }
     if sweeping {
-        sweep::sweep(&worker, &projects, &budget, &mut report).await;
+        sweep::sweep(&worker, &us, &projects, &budget, &mut report).await;
     }
     if report
         != (Report {
@@ -220,6 +229,7 @@ pub async fn reconcile(worker: &Worker, pool: &WorkPool, deadline: Instant) -> R
             verified = report.verified,
             settled = report.settled,
             jobs_deleted = report.jobs_deleted,
+            not_ours = report.not_ours,
             errors = report.errors,
             out_of_budget = report.out_of_budget,
             "reconciliation finished"
@@ -307,8 +317,9 @@ async fn cancelling(
         ));
         tracing::info!(decision = "cancelled", reason = %message, "flow run cancelled");
     }
-    if let Some(p) = pid.filter(|p| !p.keep_job) {
-        nf.delete_job(&p.project, &p.job).await?;
+    if let Some(p) = pid.filter(|p| !p.keep_job)
+        && nf.delete_job(&p.project, &p.job).await?
+    {
         log.info(format!(
             "Deleted Northflank job '{}' in project '{}'",
             p.job, p.project
@@ -390,7 +401,7 @@ async fn verify(
         run: pid.map(|p| p.run),
         event: None,
     };
-    let settled = settle::settle_read(worker, id, Some(run), &hint).await?;
+    let settled = settle::settle_read(worker, run, &hint).await?;
     report.verified += 1;
     if settled.action != "none" {
         report.settled += 1;

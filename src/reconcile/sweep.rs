@@ -1,5 +1,7 @@
-//! Jobs left behind: `pf-<uuid>` jobs whose flow run has finished (or was deleted) and whose
-//! notification was lost. Deleted unless the run asked to keep its job.
+//! Jobs left behind: jobs of ours whose flow run has finished (or was deleted) and whose
+//! notification was lost. Deleted unless the run asked to keep its job. Which jobs are ours is
+//! [`ownership::judge`]'s call: a job marked by another installation is not even looked up, and
+//! an unmarked one counts only when its flow run is ours.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -7,10 +9,12 @@ use serde_json::json;
 
 use super::{Budget, Report};
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
+use crate::northflank::models::JobSummary;
+use crate::ownership::{self, Installation, JobSeen, Marker, NotOurs};
 use crate::prefect::models::FlowRun;
 use crate::worker::Worker;
 
-/// Whether a job is left over, given its flow run (`None`: deleted).
+/// Whether a job of ours is left over, given its flow run (`None`: deleted).
 pub fn leftover(run: Option<&FlowRun>) -> bool {
     let Some(run) = run else { return true };
     let terminal = run.state_type().is_some_and(|k| k.is_terminal());
@@ -24,6 +28,7 @@ pub fn leftover(run: Option<&FlowRun>) -> bool {
 
 pub async fn sweep(
     worker: &Worker,
+    us: &Installation,
     projects: &BTreeSet<String>,
     budget: &Budget,
     report: &mut Report,
@@ -41,12 +46,9 @@ pub async fn sweep(
                 continue;
             }
         };
-        let ours: Vec<(String, FlowRunId)> = jobs
-            .into_iter()
-            .filter_map(|j| JobName::parse(&j.id).map(|name| (j.id, name.flow_run_id())))
-            .collect();
-        for chunk in ours.chunks(200) {
-            let ids: Vec<FlowRunId> = chunk.iter().map(|(_, id)| *id).collect();
+        let candidates = candidates(us, project, jobs);
+        for chunk in candidates.chunks(200) {
+            let ids: Vec<FlowRunId> = chunk.iter().map(|c| c.flow_run).collect();
             let body = json!({"flow_runs": {"id": {"any_": ids}}, "limit": ids.len()});
             let runs: HashMap<FlowRunId, FlowRun> =
                 match worker.prefect.filter_flow_runs(&body).await {
@@ -57,25 +59,69 @@ pub async fn sweep(
                         continue;
                     }
                 };
-            for (job, id) in chunk {
-                if !leftover(runs.get(id)) {
+            for c in chunk {
+                let run = runs.get(&c.flow_run);
+                let seen = c.seen(project);
+                if ownership::judge(us, run, Some(seen)).is_err() || !leftover(run) {
                     continue;
                 }
                 if !budget.left(worker) {
                     report.out_of_budget = true;
                     return;
                 }
-                match worker.northflank.delete_job(project, job).await {
-                    Ok(()) => {
-                        report.jobs_deleted += 1;
-                        tracing::info!(flow_run_id = %id, job = %job, project = %project, decision = "deleted_leftover_job", "deleted a job left behind");
-                    }
-                    Err(e) => {
-                        report.errors += 1;
-                        tracing::warn!(job = %job, error = %e, "could not delete a job left behind");
-                    }
-                }
+                delete(worker, project, c, report).await;
             }
+        }
+    }
+}
+
+/// A listed job named after a flow run, with the marker its description carries.
+struct Candidate {
+    job: String,
+    flow_run: FlowRunId,
+    marker: Option<Marker>,
+}
+
+impl Candidate {
+    fn seen<'a>(&'a self, project: &'a str) -> JobSeen<'a> {
+        JobSeen {
+            project: Some(project),
+            job: &self.job,
+            marker: self.marker,
+        }
+    }
+}
+
+/// The listed jobs whose flow runs are worth reading: named after a flow run, and not marked
+/// by another installation (those are never ours, whatever their flow run).
+fn candidates(us: &Installation, project: &str, jobs: Vec<JobSummary>) -> Vec<Candidate> {
+    jobs.into_iter()
+        .filter_map(|j| {
+            let flow_run = JobName::parse(&j.id)?.flow_run_id();
+            let marker = j.description.as_deref().and_then(Marker::find);
+            Some(Candidate {
+                job: j.id,
+                flow_run,
+                marker,
+            })
+        })
+        .filter(|c| {
+            ownership::judge(us, None, Some(c.seen(project))) != Err(NotOurs::MarkedByAnother)
+        })
+        .collect()
+}
+
+async fn delete(worker: &Worker, project: &str, c: &Candidate, report: &mut Report) {
+    let (job, id) = (&c.job, c.flow_run);
+    match worker.northflank.delete_job(project, job).await {
+        Ok(true) => {
+            report.jobs_deleted += 1;
+            tracing::info!(flow_run_id = %id, job = %job, project = %project, decision = "deleted_leftover_job", "deleted a job left behind");
+        }
+        Ok(false) => {}
+        Err(e) => {
+            report.errors += 1;
+            tracing::warn!(job = %job, error = %e, "could not delete a job left behind");
         }
     }
 }

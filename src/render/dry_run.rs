@@ -112,6 +112,7 @@ mod tests {
                 worker_name: "w".into(),
                 api_url: "http://127.0.0.1:4200/api".into(),
                 auth: PrefectAuth::ApiKey(Secret::new("pnu_secret")),
+                marker: None,
             },
         }
     }

@@ -11,6 +11,7 @@ use super::fields::{Fields, invalid_value};
 use super::{RenderError, Rendered, RunCredentials, RunFacts, rules};
 use crate::config::Secret;
 use crate::ids::JobName;
+use crate::ownership::Marker;
 
 /// The image used when no deployment source is configured (the Python worker's default).
 pub const DEFAULT_IMAGE: &str = "prefecthq/prefect:3-python3.12";
@@ -77,7 +78,7 @@ pub fn to_northflank(
     let mut body = Map::new();
     let job_name = JobName::for_flow_run(facts.flow_run_id);
     body.insert("name".into(), json!(job_name.to_string()));
-    if let Some(d) = rules::description(&description) {
+    if let Some(d) = marked_description(&description, facts.marker) {
         body.insert("description".into(), json!(d));
     }
     let tags = tags(&f, &mut warnings)?;
@@ -125,6 +126,22 @@ pub fn to_northflank(
         cleanup_job: f.bool("cleanup_job")?.unwrap_or(true),
         credentials: credentials(&f)?,
         warnings,
+    })
+}
+
+/// The chosen description made valid, then this installation's ownership marker, within
+/// Northflank's 200 characters: the marker is how the sweep tells our jobs from others'.
+fn marked_description(text: &str, marker: Option<Marker>) -> Option<String> {
+    let Some(marker) = marker else {
+        return rules::description(text);
+    };
+    let room = rules::DESCRIPTION_MAX - Marker::LEN - 1;
+    Some(match rules::description(text) {
+        Some(d) => {
+            let cut: String = d.chars().take(room).collect();
+            format!("{} {marker}", cut.trim_end())
+        }
+        None => marker.to_string(),
     })
 }
 

@@ -54,6 +54,9 @@ pub struct RunFacts {
     pub worker_name: String,
     pub api_url: String,
     pub auth: PrefectAuth,
+    /// This installation's ownership marker, appended to the job's description; `None` only in
+    /// a dry run without a work pool.
+    pub marker: Option<crate::ownership::Marker>,
 }
 
 /// Northflank credentials chosen by a run's job variables (a `credentials` block).

@@ -1,8 +1,9 @@
 //! The webhook step: a Northflank job-run notification in, a Prefect state and a job cleanup out.
 //!
-//! The notification is only a hint. Its token is checked in constant time before anything else
-//! happens; then one GET of the run (and one read of the flow run) decide. Events for jobs that
-//! are not `pf-<uuid>` are acknowledged and ignored, so a shared integration does no harm.
+//! The notification is only a hint. Its token has been checked (by `endpoint`); then one read
+//! of the flow run tells whether it is ours (`ownership`), and one GET of the Northflank run
+//! decides. Events for jobs that are not ours are acknowledged and left alone, so a shared
+//! project and a shared integration do no harm.
 
 pub mod decide;
 pub mod event;
@@ -11,13 +12,12 @@ pub mod settle;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::ids::JobName;
+use crate::ownership::NotOurs;
 use crate::worker::Worker;
+pub use settle::{SettleError, Settled};
 
-pub const TOKEN_HEADER: &str = "x-northflank-notification-integration-token";
 pub const EVENT_TYPE_HEADER: &str = "x-northflank-notification-integration-event-type";
 pub const EVENT_ID_HEADER: &str = "x-northflank-notification-integration-event-id";
 
@@ -25,55 +25,39 @@ pub const EVENT_ID_HEADER: &str = "x-northflank-notification-integration-event-i
 /// retries (on a 503) cover an outage of Prefect or Northflank.
 pub const BUDGET: Duration = Duration::from_secs(8);
 
+/// What became of a notification whose token was right.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Value,
+pub enum Outcome {
+    /// The body could not be read as a notification.
+    Malformed(String),
+    /// Not about a job run of ours by its shape: another event type, another job name.
+    Ignored(String),
+    /// About a flow run or job that is not ours (see `ownership`): left alone.
+    NotOurs(NotOurs),
+    Settled(Settled),
 }
 
-impl Response {
-    pub(crate) fn new(status: u16, body: Value) -> Self {
-        Response { status, body }
-    }
-}
-
-/// Whether the request carries Northflank's shared token.
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    header_matches(headers, TOKEN_HEADER, token)
-}
-
-/// Whether header `name` holds `token`, compared in constant time; an empty token never
-/// matches.
-pub fn header_matches(headers: &HeaderMap, name: &str, token: &str) -> bool {
-    let given = headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
-    !token.is_empty() && bool::from(given.ct_eq(token.as_bytes()))
-}
-
-pub async fn handle(worker: &Worker, headers: &HeaderMap, body: &[u8]) -> Response {
-    if body.len() > worker.settings.webhook_max_body {
-        return Response::new(
-            413,
-            json!({"error": format!("body larger than {} bytes", worker.settings.webhook_max_body)}),
-        );
-    }
-    if !authorized(headers, worker.credentials.webhook_token.expose()) {
-        tracing::warn!("webhook refused: missing or wrong notification token");
-        return Response::new(401, json!({"error": "unauthorized"}));
-    }
+/// A notification in (its token already checked), a Prefect state and a job cleanup out. An
+/// error means Prefect or Northflank could not be asked: Northflank delivers it again.
+pub async fn handle(
+    worker: &Worker,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Outcome, SettleError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let notification = match event::parse(body, header(EVENT_TYPE_HEADER), header(EVENT_ID_HEADER))
     {
         Ok(n) => n,
-        Err(e) => return Response::new(400, json!({"error": e.to_string()})),
+        Err(e) => return Ok(Outcome::Malformed(e.to_string())),
     };
     if !notification.is_job_run() {
-        return Response::new(
-            200,
-            json!({"ignored": format!("event type {}", notification.event)}),
-        );
+        return Ok(Outcome::Ignored(format!(
+            "event type {}",
+            notification.event
+        )));
     }
     let Some(job) = notification.job_id.as_deref().and_then(JobName::parse) else {
-        return Response::new(200, json!({"ignored": "not a job of this worker"}));
+        return Ok(Outcome::Ignored("not a job of this worker".into()));
     };
     let hint = settle::Hint {
         project: notification.project_id.clone(),
@@ -81,11 +65,9 @@ pub async fn handle(worker: &Worker, headers: &HeaderMap, body: &[u8]) -> Respon
         event: Some(notification.event.clone()),
     };
     let worker = worker.until(tokio::time::Instant::now() + BUDGET);
-    match settle::settle(&worker, job.flow_run_id(), &hint).await {
-        Ok(settled) => Response::new(200, json!(settled)),
-        Err(e) => {
+    settle::settle(&worker, job.flow_run_id(), &hint)
+        .await
+        .inspect_err(|e| {
             tracing::error!(flow_run_id = %job.flow_run_id(), error = %e, event_id = ?notification.event_id, "could not settle; Northflank will retry");
-            Response::new(503, json!({"error": e.to_string()}))
-        }
-    }
+        })
 }

@@ -5,10 +5,12 @@
 use serde::Serialize;
 use tracing::Instrument;
 
+use super::Outcome;
 use super::decide::{Facts, RunView, Transition, decide};
 use crate::ids::{FlowRunId, InfrastructurePid, JobName};
 use crate::northflank::NorthflankClient;
 use crate::northflank::NorthflankError;
+use crate::ownership::{self, JobSeen, NotOurs};
 use crate::prefect::PrefectError;
 use crate::prefect::events;
 use crate::prefect::logs::RunLog;
@@ -48,33 +50,59 @@ pub enum SettleError {
     Credentials(String),
 }
 
-/// Settles one flow run; every log line it causes carries the flow run, job and run.
-pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Settled, SettleError> {
+/// Settles the flow run a notification names, if it is ours; every log line it causes carries
+/// the flow run, job and run.
+pub async fn settle(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Outcome, SettleError> {
     let job = JobName::for_flow_run(id).to_string();
     let span =
         tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
     async {
-        if hint.event.as_deref() == Some(START_EVENT) {
-            return Ok(started(worker, id, &job, hint.run.as_deref()).await);
-        }
         let flow_run = worker.prefect.read_flow_run(id).await?;
-        settle_read(worker, id, flow_run, hint).await
+        let seen = JobSeen {
+            project: hint.project.as_deref(),
+            job: &job,
+            marker: None,
+        };
+        let us = worker.installation(None);
+        let flow_run = match (
+            ownership::judge(&us, flow_run.as_ref(), Some(seen)),
+            flow_run,
+        ) {
+            (Ok(()), Some(run)) => run,
+            // A notification carries no marker, so a job whose flow run is gone is never
+            // provably ours here; the sweep, which reads markers, removes it.
+            (Ok(()), None) => return Ok(not_ours(hint, NotOurs::UnknownFlowRun)),
+            (Err(why), _) => return Ok(not_ours(hint, why)),
+        };
+        if hint.event.as_deref() == Some(START_EVENT) {
+            return Ok(Outcome::Settled(
+                started(worker, &flow_run, &job, hint.run.as_deref()).await,
+            ));
+        }
+        settle_read(worker, flow_run, hint)
+            .await
+            .map(Outcome::Settled)
     }
     .instrument(span)
     .await
 }
 
-/// [`settle`] for a flow run already read (`None`: it was deleted).
+fn not_ours(hint: &Hint, why: NotOurs) -> Outcome {
+    tracing::debug!(reason = %why, event = ?hint.event, "not ours: left alone");
+    Outcome::NotOurs(why)
+}
+
+/// [`settle`] for a flow run of ours already read.
 pub async fn settle_read(
     worker: &Worker,
-    id: FlowRunId,
-    flow_run: Option<FlowRun>,
+    flow_run: FlowRun,
     hint: &Hint,
 ) -> Result<Settled, SettleError> {
+    let id = flow_run.id;
     let job = JobName::for_flow_run(id).to_string();
     let pid = flow_run
-        .as_ref()
-        .and_then(|r| r.infrastructure_pid.as_deref())
+        .infrastructure_pid
+        .as_deref()
         .and_then(|p| p.parse::<InfrastructurePid>().ok());
     let cleanup_job = pid.as_ref().is_none_or(|p| !p.keep_job);
     let recorded = pid.is_some();
@@ -95,10 +123,7 @@ pub async fn settle_read(
             "no Northflank project is known for this flow run yet".into(),
         ));
     };
-    let nf = &match &flow_run {
-        Some(run) => client_for(worker, run).await?,
-        None => worker.northflank.clone(),
-    };
+    let nf = &client_for(worker, &flow_run).await?;
     let run_id = match pid.map(|p| p.run).or_else(|| hint.run.clone()) {
         Some(run) => Some(run),
         None => nf
@@ -115,7 +140,7 @@ pub async fn settle_read(
         Some(run) => nf.get_run(&project, &job, run).await?,
         None => None,
     };
-    let mut state = flow_run.as_ref().and_then(|r| r.state.clone());
+    let mut state = flow_run.state.clone();
     // A claim that landed on a finished run is undone before anything is decided from it.
     let mut undone = None;
     if let Some(claim) = state.clone().filter(stale::is_stale_claim) {
@@ -149,7 +174,7 @@ pub async fn settle_read(
         log.info(note.clone());
     }
     let mut action = "none";
-    if flow_run.is_some() {
+    {
         let (proposal, name) = match &decision.transition {
             Some(Transition::Crash(message)) => (Some(Proposal::crashed(message)), "crashed"),
             Some(Transition::Cancel(message)) => (
@@ -174,29 +199,25 @@ pub async fn settle_read(
     if let (Some(run), true) = (&run_id, decision.forward_logs) {
         forward_logs(worker, nf, (&project, &job, run), &mut log).await;
     }
-    if let (Some(flow_run), Some(run), Some(code)) = (&flow_run, &run_id, decision.status_code) {
+    if let (Some(run), Some(code)) = (&run_id, decision.status_code) {
         let pid = (flow_run.infrastructure_pid.clone())
             .unwrap_or_else(|| format!("{project}:{job}:{run}"));
         worker.keep_event(events::executed(
             &worker.settings.worker_name,
-            &events::Related::of_flow_run(flow_run),
+            &events::Related::of_flow_run(&flow_run),
             run,
             &pid,
             code,
         ));
     }
-    let mut job_deleted = false;
-    if decision.delete_job {
-        nf.delete_job(&project, &job).await?;
-        job_deleted = true;
+    let job_deleted = decision.delete_job && nf.delete_job(&project, &job).await?;
+    if job_deleted {
         log.info(format!(
             "Deleted Northflank job '{job}' in project '{project}'"
         ));
     }
-    if flow_run.is_some() {
-        worker.keep_logs(&mut log);
-        worker.send_pending().await;
-    }
+    worker.keep_logs(&mut log);
+    worker.send_pending().await;
     tracing::info!(decision = action, job_deleted, "settled");
     Ok(settled(
         action,
@@ -205,11 +226,20 @@ pub async fn settle_read(
     ))
 }
 
-/// A start notification only adds a line to the flow run's logs. Neither the flow run nor the
-/// Northflank run is read: nothing would be decided from a running run, and the run's end brings
-/// its own notification (or reconciliation), read then. This keeps every flow run at four
+/// A start notification only adds a line to the logs of a flow run that has not finished. The
+/// Northflank run is not read: nothing would be decided from a running run, and the run's end
+/// brings its own notification (or reconciliation), read then. This keeps every flow run at four
 /// Northflank requests: create the job, start the run, read the concluded run, delete the job.
-async fn started(worker: &Worker, id: FlowRunId, job: &str, run: Option<&str>) -> Settled {
+async fn started(worker: &Worker, flow_run: &FlowRun, job: &str, run: Option<&str>) -> Settled {
+    let id = flow_run.id;
+    if flow_run.state_type().is_none_or(|k| k.is_terminal()) {
+        return Settled {
+            flow_run_id: id,
+            action: "none",
+            job_deleted: false,
+            detail: "the flow run has already finished".into(),
+        };
+    }
     let note = match run {
         Some(run) => format!("Northflank run '{run}' of job '{job}' started"),
         None => format!("Northflank job '{job}' started a run"),

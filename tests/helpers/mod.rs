@@ -30,7 +30,37 @@ pub fn prefect_api_url() -> String {
     })
 }
 
+/// A Prefect server the tests use: the open one, or the one with basic auth and CSRF
+/// protection that scripts/test starts beside it.
+#[derive(Clone, Debug)]
+pub struct PrefectServer {
+    pub api: String,
+    /// Its `user:password`, when it wants basic auth.
+    pub auth: Option<String>,
+}
+
+impl PrefectServer {
+    pub fn open() -> Self {
+        PrefectServer {
+            api: prefect_api_url(),
+            auth: None,
+        }
+    }
+
+    pub fn protected() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
+        };
+        PrefectServer {
+            api: var("PFNF_TEST_AUTH_API_URL"),
+            auth: Some(var("PFNF_TEST_AUTH_STRING")),
+        }
+    }
+}
+
 pub struct Options {
+    pub prefect: PrefectServer,
     pub emulator: nf_emulator::Config,
     pub project: String,
     pub pool_variables: Value,
@@ -45,6 +75,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            prefect: PrefectServer::open(),
             emulator: nf_emulator::Config {
                 report_to_prefect: true,
                 ..Default::default()
@@ -62,10 +93,11 @@ pub struct TestApp {
     pub api: String,
     pub pool: String,
     pub project: String,
-    pub emulator: nf_emulator::Emulator,
+    pub emulator: Arc<nf_emulator::Emulator>,
     pub worker: Worker,
     pub webhook_url: String,
     pub http: reqwest::Client,
+    prefect: PrefectHttp,
     stop_webhook: Option<oneshot::Sender<()>>,
 }
 
@@ -84,21 +116,34 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
+        let emulator = nf_emulator::start(options.emulator.clone())
+            .await
+            .expect("emulator starts");
+        Self::spawn_on(Arc::new(emulator), options).await
+    }
+
+    /// Another installation on this app's emulator (and so in its Northflank project, unless
+    /// `options` names another): its own Prefect server, pool, worker and webhook.
+    pub async fn beside(&self, options: Options) -> TestApp {
+        Self::spawn_on(self.emulator.clone(), options).await
+    }
+
+    async fn spawn_on(emulator: Arc<nf_emulator::Emulator>, options: Options) -> TestApp {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("prefect_nf=debug,nf_emulator=info")
             .with_test_writer()
             .try_init();
-        let api = prefect_api_url();
+        let api = options.prefect.api.clone();
         let pool = format!("test-{}", Uuid::new_v4().simple());
-        let emulator = nf_emulator::start(options.emulator)
-            .await
-            .expect("emulator starts");
         let mut worker = worker_for(&api, &pool, &emulator.base_url(), &options.worker_name);
-        if let Some(key) = &options.api_key {
-            let mut credentials = worker.credentials.clone();
-            credentials.prefect = PrefectAuth::ApiKey(Secret::new(key.clone()));
-            worker = Worker::new(worker.settings.clone(), credentials).unwrap();
+        let mut credentials = worker.credentials.clone();
+        if let Some(auth) = &options.prefect.auth {
+            credentials.prefect = PrefectAuth::AuthString(Secret::new(auth.clone()));
         }
+        if let Some(key) = &options.api_key {
+            credentials.prefect = PrefectAuth::ApiKey(Secret::new(key.clone()));
+        }
+        worker = Worker::new(worker.settings.clone(), credentials).unwrap();
 
         let mut template = prefect_nf::pool::template(Some(&options.project));
         if let Value::Object(defaults) = &options.pool_variables {
@@ -107,13 +152,14 @@ impl TestApp {
             }
         }
         let http = reqwest::Client::new();
-        let (status, text) = prefect_send(
-            &http,
-            reqwest::Method::POST,
-            &format!("{api}/work_pools/"),
-            Some(&json!({"name": pool, "type": "northflank", "base_job_template": template})),
-        )
-        .await;
+        let prefect = PrefectHttp::new(http.clone(), options.prefect.auth.clone());
+        let (status, text) = prefect
+            .send(
+                reqwest::Method::POST,
+                &format!("{api}/work_pools/"),
+                Some(&json!({"name": pool, "type": "northflank", "base_job_template": template})),
+            )
+            .await;
         assert_eq!(status, 201, "pool creation: {text}");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -126,7 +172,7 @@ impl TestApp {
                 let _ = stopped.await;
             },
         ));
-        let webhook_url = format!("http://{addr}{}", prefect_nf::local::WEBHOOK_PATH);
+        let webhook_url = format!("http://{addr}{}", prefect_nf::routes::WEBHOOK_PATH);
         let app = TestApp {
             api,
             pool,
@@ -135,6 +181,7 @@ impl TestApp {
             worker,
             webhook_url,
             http,
+            prefect,
             stop_webhook: Some(stop_webhook),
         };
         if options.register_webhook {
@@ -172,7 +219,7 @@ pub async fn register_webhook(
     let resp = http
         .post(format!("{emulator}/v1/integrations/notifications"))
         .bearer_auth(token)
-        .json(&json!({"name": "prefect runs", "type": "RAW_WEBHOOK", "webhook": url,
+        .json(&json!({"name": integration_name(url), "type": "RAW_WEBHOOK", "webhook": url,
                       "secret": WEBHOOK_TOKEN, "restricted": true, "projects": [project], "events": events}))
         .send()
         .await
@@ -184,35 +231,121 @@ pub async fn register_webhook(
     );
 }
 
-/// Sends a request to the test Prefect server, retried on 503 as Prefect's own client does:
-/// its SQLite database answers 503 when two writers meet, which parallel tests make common.
+/// Raw calls to a test Prefect server, as Prefect's own client makes them: basic auth and a
+/// CSRF token when the server wants them, and 503 retried (its SQLite database answers 503 when
+/// two writers meet, which parallel tests make common).
+struct PrefectHttp {
+    http: reqwest::Client,
+    auth: Option<String>,
+    csrf: tokio::sync::Mutex<Option<(String, String)>>,
+}
+
+impl PrefectHttp {
+    fn new(http: reqwest::Client, auth: Option<String>) -> Self {
+        PrefectHttp {
+            http,
+            auth,
+            csrf: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> (reqwest::StatusCode, String) {
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), url);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            if let Some(auth) = &self.auth {
+                let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+                req = req.basic_auth(user, Some(password));
+                req = match self.csrf_token(url).await {
+                    Some((client, token)) => req
+                        .header("Prefect-Csrf-Client", client)
+                        .header("Prefect-Csrf-Token", token),
+                    None => req,
+                };
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            if status != 503 || attempt == 10 {
+                return (status, text);
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        }
+    }
+
+    /// The server's CSRF token for this client, fetched once.
+    async fn csrf_token(&self, url: &str) -> Option<(String, String)> {
+        let mut kept = self.csrf.lock().await;
+        if kept.is_none() {
+            let base = &url[..url.find("/api/")? + 4];
+            let client = Uuid::new_v4().to_string();
+            let (user, password) = self.auth.as_deref()?.split_once(':')?;
+            let answer: Value = self
+                .http
+                .get(format!("{base}/csrf-token?client={client}"))
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            *kept = Some((client, answer["token"].as_str()?.to_string()));
+        }
+        kept.clone()
+    }
+}
+
+/// An integration name per webhook URL (its port), so that several installations can share an
+/// emulator.
+fn integration_name(url: &str) -> String {
+    let port = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or_default();
+    format!("prefect runs {port}")
+}
+
+/// Sends a request to the open test Prefect server, retried on 503 as Prefect's own client
+/// does.
 pub async fn prefect_send(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
     body: Option<&Value>,
 ) -> (reqwest::StatusCode, String) {
-    let mut attempt = 0;
-    loop {
-        let mut req = http.request(method.clone(), url);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        if status != 503 || attempt == 10 {
-            return (status, text);
-        }
-        attempt += 1;
-        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-    }
+    PrefectHttp::new(http.clone(), None)
+        .send(method, url, body)
+        .await
 }
 
 impl TestApp {
     /// A second worker (another dispatcher) on the same pool and emulator.
     pub fn another_worker(&self, name: &str) -> Worker {
-        worker_for(&self.api, &self.pool, &self.emulator.base_url(), name)
+        let mut settings = self.worker.settings.clone();
+        settings.worker_name = name.to_string();
+        Worker::new(settings, self.worker.credentials.clone()).expect("worker")
+    }
+
+    /// A worker of this app that reconciles at once: no waiting periods, a sweep on every
+    /// invocation.
+    pub fn eager_worker(&self, name: &str) -> Worker {
+        let mut w = self.another_worker(name);
+        w.settings.resume_after = Duration::ZERO;
+        w.settings.check_after = Duration::ZERO;
+        w.settings.cancel_grace = Duration::ZERO;
+        w.settings.reconcile_max = 200;
+        w.settings.sweep_interval = Duration::ZERO;
+        w
     }
 
     pub async fn dispatch_once(&self) -> Summary {
@@ -282,7 +415,9 @@ impl TestApp {
         path: &str,
         body: Option<&Value>,
     ) -> (reqwest::StatusCode, String) {
-        prefect_send(&self.http, method, &format!("{}{path}", self.api), body).await
+        self.prefect
+            .send(method, &format!("{}{path}", self.api), body)
+            .await
     }
 
     pub async fn flow_run_json(&self, id: FlowRunId) -> Value {
@@ -413,6 +548,76 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// One reconciliation by `w`, as a scheduled invocation runs it, with its log lines sent.
+pub async fn reconcile_once(w: &Worker) -> prefect_nf::reconcile::Report {
+    let (pool, _) = dispatch::heartbeat(w).await.unwrap();
+    let report = prefect_nf::reconcile::reconcile(
+        w,
+        &pool,
+        tokio::time::Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    w.send_pending().await;
+    report
+}
+
+/// A correctly-tokened notification of `event` about Northflank run `run` of job `pf-<id>` in
+/// `project`, as a request to the endpoint.
+pub fn notification(
+    event: &str,
+    id: FlowRunId,
+    run: &str,
+    project: &str,
+) -> axum::http::Request<axum::body::Body> {
+    let body = json!({"event": event, "data": {"jobRun": {"id": run}, "job": {"id": format!("pf-{id}")}, "project": {"id": project}}});
+    post(
+        prefect_nf::routes::WEBHOOK_PATH,
+        &[(prefect_nf::routes::NOTIFICATION_TOKEN_HEADER, WEBHOOK_TOKEN)],
+        body.to_string(),
+    )
+}
+
+/// The endpoint's router for `worker`, as the local server serves it.
+pub fn router(worker: &Worker) -> axum::Router {
+    use prefect_nf::endpoint::{Endpoint, InstantMode, Limits};
+    let current = prefect_nf::worker::Current::new(worker.clone(), None);
+    let endpoint = Endpoint::new(
+        Arc::new(current),
+        InstantMode::Background,
+        Limits::of(worker),
+    );
+    prefect_nf::endpoint::router(Arc::new(endpoint))
+}
+
+/// One request through `router`: its status and its body as JSON (a string when it is not).
+pub async fn call(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (u16, Value) {
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+/// A POST of `body` to `path` with `headers`.
+pub fn post(
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut request = axum::http::Request::post(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body.into()).unwrap()
 }
 
 pub fn worker_for(api: &str, pool: &str, northflank: &str, name: &str) -> Worker {

@@ -33,6 +33,8 @@ pub(crate) struct Engine {
     api: String,
     flow_run_id: String,
     authorization: Option<String>,
+    /// `(client id, token)` once the server asked for CSRF tokens, as Prefect's client keeps.
+    csrf: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Engine {
@@ -63,6 +65,7 @@ impl Engine {
             api: api.trim_end_matches('/').to_owned(),
             flow_run_id: flow_run_id.clone(),
             authorization,
+            csrf: std::sync::Mutex::new(None),
         })
     }
 
@@ -86,7 +89,38 @@ impl Engine {
         if let Some(auth) = &self.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, auth);
         }
+        if let Some((client, token)) = self.csrf.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            request = request
+                .header("Prefect-Csrf-Token", token)
+                .header("Prefect-Csrf-Client", client);
+        }
         request
+    }
+
+    /// A server with CSRF protection refuses writes without a token (403 naming CSRF); like
+    /// Prefect's client, fetch one for a fresh client id and keep it.
+    async fn refresh_csrf(&self) -> Result<(), String> {
+        let client = uuid::Uuid::new_v4().to_string();
+        let mut request = self
+            .app
+            .http
+            .get(format!("{}/csrf-token?client={client}", self.api))
+            .timeout(REQUEST_TIMEOUT)
+            .header("X-PREFECT-API-VERSION", API_VERSION);
+        if let Some(auth) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let answer: Value = request
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("CSRF token: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("CSRF token: {e}"))?;
+        let token = answer["token"].as_str().unwrap_or_default().to_owned();
+        *self.csrf.lock().unwrap_or_else(|e| e.into_inner()) = Some((client, token));
+        Ok(())
     }
 
     pub async fn propose(&self, kind: StateKind) {
@@ -130,6 +164,7 @@ impl Engine {
     async fn post_state(&self, body: &Value) -> Result<Value, String> {
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 0;
+        let mut csrf_refreshed = false;
         loop {
             attempt += 1;
             self.app.count(|c| c.prefect_state_proposals += 1);
@@ -143,6 +178,14 @@ impl Engine {
                 // Like Prefect's client: a refused connection is not retried.
                 Err(e) => !e.is_builder() && !e.is_connect(),
             };
+            if let Ok(r) = &result
+                && r.status() == reqwest::StatusCode::FORBIDDEN
+                && !csrf_refreshed
+            {
+                csrf_refreshed = true;
+                self.refresh_csrf().await?;
+                continue;
+            }
             if transient && attempt <= TRANSIENT_RETRIES {
                 let jitter = 0.8 + 0.4 * fastrand::f64();
                 tokio::time::sleep(delay.mul_f64(jitter)).await;
