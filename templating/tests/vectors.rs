@@ -1,4 +1,5 @@
-//! Every vector produced by Prefect 3.9.1's own `apply_values`.
+//! Every vector produced by Prefect 3.9.1's own `apply_values`, written by
+//! `fixtures/generate_vectors.py`.
 
 mod common;
 
@@ -7,10 +8,7 @@ use std::collections::HashMap;
 use prefect_templating::apply_values;
 use serde_json::Value;
 
-const VECTORS: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/prefect-templating-vectors.json"
-));
+const VECTORS: &str = include_str!("fixtures/prefect-templating-vectors.json");
 
 #[test]
 fn every_prefect_vector_passes() {
