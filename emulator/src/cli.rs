@@ -6,12 +6,23 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::config::{AbortConcluded, Config, LogFormat, Mode, RunKey, TokenHeader};
+use crate::config::{
+    AbortConcluded, Config, Faults, LogFormat, Mode, RunKey, TokenHeader, WebhookConfig,
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ModeArg {
     Scripted,
     Process,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Self {
+        match arg {
+            ModeArg::Scripted => Mode::Scripted,
+            ModeArg::Process => Mode::Process,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -24,16 +35,44 @@ pub enum RunKeyArg {
     JobRunSnake,
 }
 
+impl From<RunKeyArg> for RunKey {
+    fn from(arg: RunKeyArg) -> Self {
+        match arg {
+            RunKeyArg::JobRun => RunKey::JobRun,
+            RunKeyArg::Run => RunKey::Run,
+            RunKeyArg::JobRunSnake => RunKey::JobRunSnake,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AbortConcludedArg {
     Conflict,
     Noop,
 }
 
+impl From<AbortConcludedArg> for AbortConcluded {
+    fn from(arg: AbortConcludedArg) -> Self {
+        match arg {
+            AbortConcludedArg::Conflict => AbortConcluded::Conflict,
+            AbortConcludedArg::Noop => AbortConcluded::Noop,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormatArg {
     Cri,
     Plain,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Cri => LogFormat::Cri,
+            LogFormatArg::Plain => LogFormat::Plain,
+        }
+    }
 }
 
 /// A local emulator of the Northflank jobs API and job-run webhooks.
@@ -172,6 +211,17 @@ pub enum CliError {
 
 impl Args {
     pub fn into_config(self) -> Result<Config, CliError> {
+        self.check()?;
+        let webhooks = self.webhooks();
+        let faults = self.faults();
+        Ok(Config {
+            webhooks,
+            faults,
+            ..self.into_base_config()
+        })
+    }
+
+    fn check(&self) -> Result<(), CliError> {
         if !self.bind.ip().is_loopback() && !self.allow_non_loopback {
             return Err(CliError::NonLoopback(self.bind));
         }
@@ -192,7 +242,43 @@ impl Args {
         if !(400..=599).contains(&self.duplicate_job_status) {
             return Err(CliError::Status);
         }
-        let mut config = Config {
+        Ok(())
+    }
+
+    fn webhooks(&self) -> WebhookConfig {
+        WebhookConfig {
+            delivery_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            retries: self.webhook_retries,
+            backoff: Duration::from_millis(self.webhook_backoff_ms),
+            disable_after_failures: self.disable_after_failures,
+            token_header_without_secret: if self.empty_token_header {
+                TokenHeader::Empty
+            } else {
+                TokenHeader::Absent
+            },
+            run_key: self.run_key.into(),
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        Faults {
+            seed: self.seed,
+            webhook_drop_pct: self.webhook_drop_pct,
+            webhook_duplicate_pct: self.webhook_duplicate_pct,
+            webhook_reorder_pct: self.webhook_reorder_pct,
+            webhook_reorder_hold: Duration::from_millis(self.webhook_reorder_hold_ms),
+            webhook_delay_ms: self.webhook_delay_ms,
+            api_5xx_pct: self.api_5xx_pct,
+            api_429_pct: self.api_429_pct,
+            api_5xx_after_pct: self.api_5xx_after_pct,
+            retry_after_secs: self.retry_after_secs,
+            stall_run_starts_token: self.stall_run_starts_token.clone(),
+        }
+    }
+
+    /// Everything but the webhook and fault settings.
+    fn into_base_config(self) -> Config {
+        Config {
             bind: self.bind,
             api_tokens: self.tokens.into_iter().filter(|t| !t.is_empty()).collect(),
             team: self.team,
@@ -205,56 +291,19 @@ impl Args {
             known_tags: (!self.known_tags.is_empty()).then_some(self.known_tags),
             runs_newest_first: !self.runs_oldest_first,
             retry_after_on_limit: !self.no_retry_after,
-            abort_concluded: match self.abort_concluded {
-                AbortConcludedArg::Conflict => AbortConcluded::Conflict,
-                AbortConcludedArg::Noop => AbortConcluded::Noop,
-            },
+            abort_concluded: self.abort_concluded.into(),
             concluded_at_null: self.concluded_at_null,
             delete_job_fires_terminate: !self.no_delete_job_terminate,
-            mode: match self.mode {
-                ModeArg::Scripted => Mode::Scripted,
-                ModeArg::Process => Mode::Process,
-            },
+            mode: self.mode.into(),
             default_script: self.default_script,
             report_to_prefect: self.report_to_prefect,
             engine_poll: Duration::from_millis(self.engine_poll_ms),
             process_env: self.process_env.into_iter().collect(),
             process_workdir: self.workdir,
             grace: Duration::from_secs_f64(self.grace_secs),
-            log_format: match self.log_format {
-                LogFormatArg::Cri => LogFormat::Cri,
-                LogFormatArg::Plain => LogFormat::Plain,
-            },
+            log_format: self.log_format.into(),
             ..Config::default()
-        };
-        let hooks = &mut config.webhooks;
-        hooks.delivery_timeout = Duration::from_millis(self.webhook_timeout_ms);
-        hooks.retries = self.webhook_retries;
-        hooks.backoff = Duration::from_millis(self.webhook_backoff_ms);
-        hooks.disable_after_failures = self.disable_after_failures;
-        hooks.token_header_without_secret = if self.empty_token_header {
-            TokenHeader::Empty
-        } else {
-            TokenHeader::Absent
-        };
-        hooks.run_key = match self.run_key {
-            RunKeyArg::JobRun => RunKey::JobRun,
-            RunKeyArg::Run => RunKey::Run,
-            RunKeyArg::JobRunSnake => RunKey::JobRunSnake,
-        };
-        let faults = &mut config.faults;
-        faults.seed = self.seed;
-        faults.webhook_drop_pct = self.webhook_drop_pct;
-        faults.webhook_duplicate_pct = self.webhook_duplicate_pct;
-        faults.webhook_reorder_pct = self.webhook_reorder_pct;
-        faults.webhook_reorder_hold = Duration::from_millis(self.webhook_reorder_hold_ms);
-        faults.webhook_delay_ms = self.webhook_delay_ms;
-        faults.api_5xx_pct = self.api_5xx_pct;
-        faults.api_429_pct = self.api_429_pct;
-        faults.api_5xx_after_pct = self.api_5xx_after_pct;
-        faults.retry_after_secs = self.retry_after_secs;
-        faults.stall_run_starts_token = self.stall_run_starts_token.clone();
-        Ok(config)
+        }
     }
 }
 

@@ -1,11 +1,10 @@
 //! Error types: `Error` for the library API, `ApiError` for HTTP answers in the Northflank
-//! envelope `{"error":{"status","message","id","details"}}` (§4.1).
+//! envelope `{"error":{"status","message","id","details"}}` (§4.1), and `Issues`, the broken
+//! rules a validation answer reports.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-
-use crate::validate::Issues;
 
 /// Failure to start the emulator.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +18,56 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// One broken rule.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub path: String,
+    pub rule: String,
+}
+
+/// All broken rules of one request body.
+#[derive(Debug, Clone, Default)]
+pub struct Issues(Vec<Issue>);
+
+impl Issues {
+    pub fn push(&mut self, path: &str, rule: impl Into<String>) {
+        self.0.push(Issue {
+            path: path.to_owned(),
+            rule: rule.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn message(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|i| format!("{}: {}", i.path, i.rule))
+            .collect();
+        format!("Invalid request body: {}", parts.join("; "))
+    }
+
+    pub fn details(&self) -> Value {
+        let fields: Vec<Value> = self
+            .0
+            .iter()
+            .map(|i| json!({"path": i.path, "message": i.rule}))
+            .collect();
+        json!({ "fields": fields })
+    }
+
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self))
+        }
+    }
 }
 
 /// An HTTP error answer. The message is what a user sees, so it says what to fix.

@@ -10,6 +10,7 @@ pub mod cli;
 mod config;
 mod error;
 mod model;
+mod outbox;
 mod runner;
 mod state;
 mod validate;

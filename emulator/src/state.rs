@@ -15,7 +15,7 @@ use crate::model::{
     Counters, Delivery, IntegrationRecord, IntegrationView, JobRecord, RecordedRequest, RunRecord,
     Snapshot,
 };
-use crate::webhook::Queues;
+use crate::outbox::Queues;
 
 pub(crate) type App = Arc<Inner>;
 

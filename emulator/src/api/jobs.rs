@@ -8,11 +8,11 @@ use serde_json::{Map, Value, json};
 use super::pagination::{page_of, paginate};
 use super::{ApiResult, Params, check_project, ok, ok_page, param, parse_body};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, Issues};
 use crate::model::JobRecord;
 use crate::runner::lifecycle;
 use crate::state::{App, JobEntry, derive_id, now_ms};
-use crate::validate::{Issues, validate_job};
+use crate::validate::validate_job;
 
 /// Fields that carry secrets: echoed on create (the caller sent them) but not served by GET,
 /// which has its own runtime-environment endpoints in the real API.

@@ -73,6 +73,106 @@ fn event(state: &State, config: &Config, record: &RunRecord, kind: &'static str)
     }
 }
 
+/// What a run takes from its job and its start request; the request wins where both say.
+struct Launch {
+    environment: BTreeMap<String, String>,
+    command: Option<String>,
+    backoff_limit: i64,
+    deadline: Option<Duration>,
+    grace: Duration,
+}
+
+impl Launch {
+    fn new(spec: &Value, body: &Value, config: &Config) -> Self {
+        let mut environment = string_map(spec.get("runtimeEnvironment"));
+        environment.extend(string_map(body.get("runtimeEnvironment")));
+        let command = docker_command(docker_of(body)).or_else(|| docker_command(docker_of(spec)));
+        let backoff_limit = spec
+            .pointer("/settings/backoffLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(config.default_backoff_limit);
+        let deadline = spec
+            .pointer("/settings/activeDeadlineSeconds")
+            .and_then(Value::as_u64)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        let grace = body
+            .pointer("/deployment/gracePeriodSeconds")
+            .or_else(|| spec.pointer("/deployment/gracePeriodSeconds"))
+            .and_then(Value::as_u64)
+            .map(Duration::from_secs)
+            .unwrap_or(config.grace);
+        Self {
+            environment,
+            command,
+            backoff_limit,
+            deadline,
+            grace,
+        }
+    }
+}
+
+fn new_view(job_id: &str, backoff_limit: i64) -> RunView {
+    let id = uuid::Uuid::new_v4().to_string();
+    let suffix: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(24)
+        .collect();
+    RunView {
+        id,
+        run_name: format!("{job_id}-{suffix}"),
+        status: RunStatus::Running,
+        active: 1,
+        succeeded: 0,
+        failed: 0,
+        completions: 0,
+        concluded: false,
+        backoff_limit,
+        started_at: now_secs(),
+        concluded_at: None,
+    }
+}
+
+fn new_record(
+    project: &str,
+    job_id: &str,
+    view: &RunView,
+    launch: &Launch,
+    body: Value,
+) -> RunRecord {
+    let now = epoch_secs();
+    RunRecord {
+        project_id: project.to_owned(),
+        job_id: job_id.to_owned(),
+        run: view.clone(),
+        environment: launch.environment.clone(),
+        command: launch.command.clone(),
+        request: body,
+        end: None,
+        container_status: ContainerStatus::TaskRunning,
+        container_created_at: now,
+        container_updated_at: now,
+        logs: Vec::new(),
+    }
+}
+
+/// Stores and counts a new run; returns the receiving end of its stop signal.
+fn insert_run(state: &mut State, record: RunRecord) -> watch::Receiver<bool> {
+    let (stop, stop_rx) = watch::channel(false);
+    let seq = state.next_seq();
+    let (id, job_id) = (record.run.id.clone(), record.job_id.clone());
+    state.runs.insert(id, RunEntry { record, seq, stop });
+    state.counters.runs_started += 1;
+    *state
+        .counters
+        .runs_started_by_job
+        .entry(job_id)
+        .or_default() += 1;
+    stop_rx
+}
+
 /// `POST .../jobs/{j}/runs` after validation.
 pub(crate) fn start_run(
     app: &App,
@@ -89,77 +189,17 @@ pub(crate) fn start_run(
             .jobs
             .get(&key)
             .ok_or_else(|| ApiError::not_found("Job"))?;
-        let spec = &job.record.spec;
-        let mut environment = string_map(spec.get("runtimeEnvironment"));
-        environment.extend(string_map(body.get("runtimeEnvironment")));
-        let command = docker_command(docker_of(&body)).or_else(|| docker_command(docker_of(spec)));
-        let backoff_limit = spec
-            .pointer("/settings/backoffLimit")
-            .and_then(Value::as_i64)
-            .unwrap_or(config.default_backoff_limit);
-        let deadline = spec
-            .pointer("/settings/activeDeadlineSeconds")
-            .and_then(Value::as_u64)
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
-        let grace = body
-            .pointer("/deployment/gracePeriodSeconds")
-            .or_else(|| spec.pointer("/deployment/gracePeriodSeconds"))
-            .and_then(Value::as_u64)
-            .map(Duration::from_secs)
-            .unwrap_or(config.grace);
-        let id = uuid::Uuid::new_v4().to_string();
-        let suffix: String = uuid::Uuid::new_v4()
-            .simple()
-            .to_string()
-            .chars()
-            .take(24)
-            .collect();
-        let view = RunView {
-            id: id.clone(),
-            run_name: format!("{job_id}-{suffix}"),
-            status: RunStatus::Running,
-            active: 1,
-            succeeded: 0,
-            failed: 0,
-            completions: 0,
-            concluded: false,
-            backoff_limit,
-            started_at: now_secs(),
-            concluded_at: None,
-        };
-        let now = epoch_secs();
-        let record = RunRecord {
-            project_id: project.to_owned(),
-            job_id: job_id.to_owned(),
-            run: view.clone(),
-            environment: environment.clone(),
-            command: command.clone(),
-            request: body,
-            end: None,
-            container_status: ContainerStatus::TaskRunning,
-            container_created_at: now,
-            container_updated_at: now,
-            logs: Vec::new(),
-        };
+        let launch = Launch::new(&job.record.spec, &body, config);
+        let view = new_view(job_id, launch.backoff_limit);
+        let record = new_record(project, job_id, &view, &launch, body);
         let start_event = event(state, config, &record, "start");
-        let (stop, stop_rx) = watch::channel(false);
-        let seq = state.next_seq();
-        state
-            .runs
-            .insert(id.clone(), RunEntry { record, seq, stop });
-        state.counters.runs_started += 1;
-        *state
-            .counters
-            .runs_started_by_job
-            .entry(job_id.to_owned())
-            .or_default() += 1;
+        let stop_rx = insert_run(state, record);
         let ctx = RunCtx {
-            run_id: id,
-            env: environment,
-            command,
-            deadline,
-            grace,
+            run_id: view.id.clone(),
+            env: launch.environment,
+            command: launch.command,
+            deadline: launch.deadline,
+            grace: launch.grace,
             stop: Stop::new(stop_rx, app.shutdown.subscribe()),
         };
         (view, ctx, start_event)

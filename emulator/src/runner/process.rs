@@ -1,11 +1,12 @@
 //! Process mode: the run's command really runs as `sh -c` in its own process group, like a
 //! container whose processes all die with it.
 
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use super::{RunCtx, Stream, append_log, note};
 use crate::model::Outcome;
@@ -27,35 +28,8 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         );
         return Some(Outcome::Failure);
     };
-    let workdir = app
-        .config
-        .process_workdir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(&command)
-        .env_clear()
-        .envs(base_env(&workdir))
-        .envs(&app.config.process_env)
-        .envs(&ctx.env)
-        .current_dir(&workdir)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            note(
-                app,
-                &ctx.run_id,
-                Stream::Stderr,
-                &format!("cannot start sh -c: {e}"),
-            );
-            return Some(Outcome::Failure);
-        }
+    let Some(mut child) = spawn_child(app, ctx, &command) else {
+        return Some(Outcome::Failure);
     };
     let Some(pgid) = child.id() else {
         return Some(Outcome::Failure);
@@ -77,28 +51,7 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         _ = ctx.stop.wait() => None,
     };
     let outcome = match exited {
-        Some(status) => {
-            // The container is gone once its main process is; so are its other processes.
-            signal_group(pgid, SIGKILL);
-            for reader in readers.into_iter().flatten() {
-                let _ = tokio::time::timeout(DRAIN, reader).await;
-            }
-            let outcome = match &status {
-                Ok(s) if s.success() => Outcome::Success,
-                _ => Outcome::Failure,
-            };
-            let described = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("wait failed: {e}"),
-            };
-            note(
-                app,
-                &ctx.run_id,
-                Stream::Stdout,
-                &format!("process {described}"),
-            );
-            Some(outcome)
-        }
+        Some(status) => Some(after_exit(app, &ctx.run_id, pgid, status, readers).await),
         None => {
             let grace = if app.shutting_down() {
                 ctx.grace.min(SHUTDOWN_GRACE)
@@ -110,6 +63,65 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         }
     };
     lock(&app.process_groups).remove(&pgid);
+    outcome
+}
+
+/// `sh -c command` in its own process group, with only the base, configured and run
+/// environment; a failure to start is noted in the run log.
+fn spawn_child(app: &App, ctx: &RunCtx, command: &str) -> Option<Child> {
+    let workdir = app
+        .config
+        .process_workdir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env_clear()
+        .envs(base_env(&workdir))
+        .envs(&app.config.process_env)
+        .envs(&ctx.env)
+        .current_dir(&workdir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    match cmd.spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            note(
+                app,
+                &ctx.run_id,
+                Stream::Stderr,
+                &format!("cannot start sh -c: {e}"),
+            );
+            None
+        }
+    }
+}
+
+async fn after_exit(
+    app: &App,
+    run_id: &str,
+    pgid: u32,
+    status: std::io::Result<ExitStatus>,
+    readers: [Option<JoinHandle<()>>; 2],
+) -> Outcome {
+    // The container is gone once its main process is; so are its other processes.
+    signal_group(pgid, SIGKILL);
+    for reader in readers.into_iter().flatten() {
+        let _ = tokio::time::timeout(DRAIN, reader).await;
+    }
+    let outcome = match &status {
+        Ok(s) if s.success() => Outcome::Success,
+        _ => Outcome::Failure,
+    };
+    let described = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    note(app, run_id, Stream::Stdout, &format!("process {described}"));
     outcome
 }
 
@@ -131,7 +143,7 @@ fn spawn_reader(
     run_id: &str,
     stream: Stream,
     pipe: impl AsyncRead + Unpin + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
+) -> JoinHandle<()> {
     let (app, run_id) = (app.clone(), run_id.to_owned());
     tokio::spawn(async move {
         let mut reader = BufReader::new(pipe);

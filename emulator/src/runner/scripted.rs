@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::engine::{Engine, StateKind};
 use super::{RunCtx, Stream, append_log, note};
 use crate::model::Outcome;
@@ -76,6 +78,28 @@ pub(crate) fn parse(raw: &str) -> Result<Script, String> {
 }
 
 pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
+    let Some(script) = start_script(app, ctx) else {
+        return Some(Outcome::Failure);
+    };
+    let engine = start_engine(app, ctx).await;
+    append_log(app, &ctx.run_id, Stream::Stdout, "Running flow...");
+
+    tokio::select! {
+        _ = sleep(script.duration) => {}
+        _ = ctx.stop.wait() => return None,
+        details = cancelling(engine.as_ref()) => {
+            if let Some(engine) = &engine {
+                engine.propose_cancelled(details).await;
+            }
+            append_log(app, &ctx.run_id, Stream::Stdout, "Flow run was cancelled successfully.");
+            return Some(Outcome::Failure);
+        }
+    }
+    finish(app, &ctx.run_id, script.kind, engine.as_ref()).await
+}
+
+/// The run's script, announced in its log; an invalid one is only reported there (`None`).
+fn start_script(app: &App, ctx: &RunCtx) -> Option<Script> {
     let raw = ctx
         .env
         .get(SCRIPT_VAR)
@@ -90,7 +114,7 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
                 Stream::Stderr,
                 &format!("invalid {SCRIPT_VAR}: {e}"),
             );
-            return Some(Outcome::Failure);
+            return None;
         }
     };
     note(
@@ -99,6 +123,10 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         Stream::Stdout,
         &format!("scripted container started: {raw}"),
     );
+    Some(script)
+}
+
+async fn start_engine(app: &App, ctx: &RunCtx) -> Option<Engine> {
     // `NF_EMULATOR_ENGINE=off` models a container that never gets to start the flow.
     let engine_off = ctx.env.get(ENGINE_VAR).is_some_and(|v| v == "off");
     let engine = if app.config.report_to_prefect && !engine_off {
@@ -109,51 +137,52 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
     if let Some(engine) = &engine {
         engine.propose(StateKind::Running).await;
     }
-    append_log(app, &ctx.run_id, Stream::Stdout, "Running flow...");
+    engine
+}
 
-    let sleep = async {
-        match script.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let cancelling = async {
-        match &engine {
-            Some(engine) => engine.wait_for_cancelling().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = sleep => {}
-        _ = ctx.stop.wait() => return None,
-        details = cancelling => {
-            if let Some(engine) = &engine {
-                engine.propose_cancelled(details).await;
-            }
-            append_log(app, &ctx.run_id, Stream::Stdout, "Flow run was cancelled successfully.");
-            return Some(Outcome::Failure);
-        }
+/// A script without a duration runs until stopped.
+async fn sleep(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
-    match script.kind {
+}
+
+/// Without the engine emulation nobody asks for a cancellation.
+async fn cancelling(engine: Option<&Engine>) -> Value {
+    match engine {
+        Some(engine) => engine.wait_for_cancelling().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the container does once the script's duration is over.
+async fn finish(
+    app: &App,
+    run_id: &str,
+    kind: ScriptKind,
+    engine: Option<&Engine>,
+) -> Option<Outcome> {
+    match kind {
         ScriptKind::Succeed => {
-            if let Some(engine) = &engine {
+            if let Some(engine) = engine {
                 engine.propose(StateKind::Completed).await;
             }
             append_log(
                 app,
-                &ctx.run_id,
+                run_id,
                 Stream::Stdout,
                 "Flow run finished successfully.",
             );
             Some(Outcome::Success)
         }
         ScriptKind::Fail => {
-            if let Some(engine) = &engine {
+            if let Some(engine) = engine {
                 engine.propose(StateKind::Failed).await;
             }
             append_log(
                 app,
-                &ctx.run_id,
+                run_id,
                 Stream::Stderr,
                 "Flow run encountered an exception.",
             );
@@ -162,7 +191,7 @@ pub(crate) async fn execute(app: &App, ctx: &mut RunCtx) -> Option<Outcome> {
         ScriptKind::Crash => {
             note(
                 app,
-                &ctx.run_id,
+                run_id,
                 Stream::Stderr,
                 "scripted crash: container exited with code 137",
             );

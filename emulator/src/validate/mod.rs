@@ -11,60 +11,14 @@ pub(crate) use integration::validate_integration;
 pub(crate) use job::validate_job;
 pub(crate) use run::validate_run;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::Issues;
 use patterns::Pattern;
 
-/// One broken rule.
-#[derive(Debug, Clone)]
-pub struct Issue {
-    pub path: String,
-    pub rule: String,
-}
-
-/// All broken rules of one request body.
-#[derive(Debug, Clone, Default)]
-pub struct Issues(Vec<Issue>);
-
+/// The rule checks. `error` owns the report they fill, so that an `ApiError` can carry it
+/// without depending on validation.
 impl Issues {
-    pub fn push(&mut self, path: &str, rule: impl Into<String>) {
-        self.0.push(Issue {
-            path: path.to_owned(),
-            rule: rule.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn message(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|i| format!("{}: {}", i.path, i.rule))
-            .collect();
-        format!("Invalid request body: {}", parts.join("; "))
-    }
-
-    pub fn details(&self) -> Value {
-        let fields: Vec<Value> = self
-            .0
-            .iter()
-            .map(|i| json!({"path": i.path, "message": i.rule}))
-            .collect();
-        json!({ "fields": fields })
-    }
-
-    pub fn into_result(self) -> Result<(), ApiError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self))
-        }
-    }
-
     // --- typed accessors: each reports a type mismatch and returns None so callers stop there.
 
     pub fn object<'v>(&mut self, v: &'v Value, path: &str) -> Option<&'v Map<String, Value>> {

@@ -3,9 +3,9 @@
 
 use tokio::sync::watch;
 
-use super::Dispatch;
 use crate::config::TokenHeader;
 use crate::model::Delivery;
+use crate::outbox::Dispatch;
 use crate::state::{App, lock, now_ms, push_ring};
 
 const HEADER_PREFIX: &str = "X-Northflank-Notification-Integration";
@@ -26,17 +26,8 @@ pub(super) async fn in_order(
     }
     let ok = attempt(&app, &d, 1, false).await;
     done.send_replace(true);
-    {
-        let mut hooks = lock(&app.hooks);
-        let key = (d.run_id.clone(), d.target.id.clone());
-        if hooks
-            .chains
-            .get(&key)
-            .is_some_and(|(id, _)| *id == chain_id)
-        {
-            hooks.chains.remove(&key);
-        }
-    }
+    let key = (d.run_id.clone(), d.target.id.clone());
+    lock(&app.hooks).unchain(&key, chain_id);
     release_held(&app, &d.run_id, &d.target.id);
     finish(app, d, ok).await;
 }
@@ -52,7 +43,7 @@ pub(super) async fn out_of_order(app: App, d: Dispatch) {
 /// Sends what the reorder fault held back for this run and integration.
 pub(super) fn release_held(app: &App, run_id: &str, integration_id: &str) {
     let key = (run_id.to_owned(), integration_id.to_owned());
-    let held = lock(&app.hooks).held.remove(&key).unwrap_or_default();
+    let held = lock(&app.hooks).release(&key);
     for d in held {
         app.spawn_background(out_of_order(app.clone(), d));
     }

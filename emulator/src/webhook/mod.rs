@@ -7,7 +7,6 @@
 
 mod deliver;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::model::Delivery;
+use crate::outbox::{Dispatch, Target};
 use crate::state::{App, IntegrationEntry, lock, now_ms, push_ring};
 
 /// One job-run event, built by the run lifecycle at the moment it happens.
@@ -28,38 +28,6 @@ pub(crate) struct RunEvent {
     pub job_tags: Vec<String>,
     /// The run object as `GET .../runs/{r}` returns it at that moment.
     pub run: Value,
-}
-
-#[derive(Clone)]
-pub(crate) struct Target {
-    pub id: String,
-    pub name: String,
-    pub url: String,
-    pub secret: Option<String>,
-}
-
-/// One event bound for one integration.
-pub(crate) struct Dispatch {
-    pub target: Target,
-    pub event: String,
-    pub event_id: String,
-    pub run_id: String,
-    pub body: Arc<Value>,
-    pub duplicate: bool,
-    pub reordered: bool,
-    pub delay: Duration,
-}
-
-type Key = (String, String);
-
-/// Per (run, integration) ordering state.
-#[derive(Default)]
-pub(crate) struct Queues {
-    /// The completion signal of the latest in-order delivery, with its id.
-    chains: HashMap<Key, (u64, watch::Receiver<bool>)>,
-    /// Deliveries held back by the reorder fault.
-    held: HashMap<Key, Vec<Dispatch>>,
-    next_chain_id: u64,
 }
 
 pub(crate) fn emit(app: &App, ev: RunEvent) {
@@ -188,27 +156,12 @@ fn hold(app: &App, d: Dispatch) {
     app.count(|c| c.webhooks_reordered += 1);
     let key = (d.run_id.clone(), d.target.id.clone());
     let event_id = d.event_id.clone();
-    lock(&app.hooks)
-        .held
-        .entry(key.clone())
-        .or_default()
-        .push(d);
+    lock(&app.hooks).hold(key.clone(), d);
     let hold_for = app.config.faults.webhook_reorder_hold;
     let task_app = app.clone();
     app.spawn_background(async move {
         tokio::time::sleep(hold_for).await;
-        let mine = {
-            let mut hooks = lock(&task_app.hooks);
-            let list = hooks.held.entry(key.clone()).or_default();
-            let found = list
-                .iter()
-                .position(|d| d.event_id == event_id)
-                .map(|i| list.remove(i));
-            if list.is_empty() {
-                hooks.held.remove(&key);
-            }
-            found
-        };
+        let mine = lock(&task_app.hooks).unhold(&key, &event_id);
         if let Some(d) = mine {
             deliver::out_of_order(task_app, d).await;
         }
@@ -218,13 +171,7 @@ fn hold(app: &App, d: Dispatch) {
 fn in_order(app: &App, d: Dispatch) {
     let key = (d.run_id.clone(), d.target.id.clone());
     let (done, rx) = watch::channel(false);
-    let (previous, chain_id) = {
-        let mut hooks = lock(&app.hooks);
-        hooks.next_chain_id += 1;
-        let id = hooks.next_chain_id;
-        let previous = hooks.chains.insert(key, (id, rx)).map(|(_, rx)| rx);
-        (previous, id)
-    };
+    let (previous, chain_id) = lock(&app.hooks).chain(key, rx);
     let task_app = app.clone();
     app.spawn_background(async move {
         deliver::in_order(task_app, d, previous, done, chain_id).await;
