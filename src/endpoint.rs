@@ -22,12 +22,12 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::config::Secret;
+use crate::config::{Secret, WebhookSettings};
 use crate::routes::{
     DISPATCH_TOKEN_HEADER, HEALTH_PATH, INSTANT_PATH, NOTIFICATION_TOKEN_HEADER, WEBHOOK_PATH,
 };
 use crate::webhook::{Outcome, SettleError};
-use crate::worker::{Current, Worker};
+use crate::worker::Current;
 
 /// An answer: a status and a JSON body.
 #[derive(Clone, Debug, PartialEq)]
@@ -206,12 +206,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn of(worker: &Worker) -> Self {
-        let s = &worker.settings;
+    pub fn of(settings: &WebhookSettings) -> Self {
         Limits {
-            max_body: s.webhook_max_body,
-            request_timeout: s.http_request_timeout,
-            body_timeout: s.http_body_timeout,
+            max_body: settings.max_body,
+            request_timeout: settings.request_timeout,
+            body_timeout: settings.body_timeout,
         }
     }
 }
@@ -357,7 +356,7 @@ async fn instant(
     };
     match endpoint.instant {
         InstantMode::Background => {
-            if worker.instant.call() {
+            if worker.gate().call() {
                 tokio::spawn(crate::instant::dispatch_loop(worker));
             }
             Response::new(StatusCode::ACCEPTED, json!({"accepted": true})).into_response()

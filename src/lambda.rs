@@ -16,11 +16,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::config::Settings;
-use crate::dispatch::{self, Summary};
+use crate::config::{Settings, Source};
+use crate::dispatch::DispatchError;
 use crate::endpoint::{self, Endpoint, InstantMode, Limits};
-use crate::metrics;
-use crate::secrets::Source;
+use crate::scheduled::{self, Summary, metrics};
 use crate::worker::{Current, Worker};
 
 pub type Error = lambda_runtime::Error;
@@ -48,7 +47,7 @@ impl App {
     }
 
     pub fn new(worker: Worker, source: Source) -> App {
-        let limits = Limits::of(&worker);
+        let limits = Limits::of(&worker.settings.webhook);
         let current = Arc::new(Current::new(worker, Some(source)));
         let instant = InstantMode::Inline {
             deadline: invocation_deadline,
@@ -113,17 +112,17 @@ pub async fn dispatch(
         .saturating_duration_since(Instant::now())
         .as_secs_f64();
     tracing::info!(schedule = ?event.payload.resources, seconds_left, "dispatch invoked");
-    // `dispatch::invoke` logs the summary; the metrics go to stdout on their own line, where
+    // The invocation logs its summary; the metrics go to stdout on their own line, where
     // CloudWatch Logs extracts them.
     let summary = app
         .current
         .run(Result::is_err, |worker| async move {
-            let summary = dispatch::invoke(&worker, deadline).await?;
+            let summary = scheduled::invoke(&worker, deadline).await?;
             if let Some(namespace) = &worker.settings.metrics_namespace {
-                let pool = worker.settings.work_pool.as_str();
+                let pool = worker.settings.prefect.work_pool.as_str();
                 println!("{}", metrics::emf(namespace, pool, &summary, Utc::now()));
             }
-            Ok::<_, dispatch::DispatchError>(summary)
+            Ok::<_, DispatchError>(summary)
         })
         .await?;
     Ok(summary)

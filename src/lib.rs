@@ -1,37 +1,43 @@
 //! A serverless Prefect 3 worker for Northflank.
 //!
 //! Prefect flow runs scheduled in a work pool of type `northflank` become Northflank jobs. Nothing
-//! polls Northflank: a scheduled **dispatch** step claims runs and submits jobs, and Northflank's
-//! job-run notifications call a **webhook** step that settles the Prefect state and cleans up.
-//! Both steps run as AWS Lambda functions, or together in one long-running local worker.
+//! polls Northflank: a scheduled **dispatch** claims runs and submits jobs, and Northflank's
+//! job-run notifications call a **webhook** that settles the Prefect state and cleans up. Both
+//! run as AWS Lambda functions, or together in one long-running local worker.
 //!
 //! # Layout
 //!
-//! - [`config`]: settings (non-secret, from the environment) and credentials (secret).
-//! - [`ids`]: domain identifiers that parse instead of validate: flow-run ids, `pf-<uuid>` job
-//!   names, `<project>:<job>:<run>` infrastructure pids.
-//! - [`secrets`]: credentials from one JSON secret in AWS Secrets Manager, or the environment.
-//! - [`retry`]: the retry schedule both API clients share, bounded by a deadline.
-//! - [`http`]: what an HTTP failure looks like to both clients (status, body, `Retry-After`).
-//! - [`prefect`]: the Prefect REST client: pools, heartbeats, polling, claiming, states, logs.
-//! - [`northflank`]: the Northflank REST client: jobs, runs, notification integrations, rate limits.
-//! - [`render`]: turns a pool's base job template and job variables into the exact Northflank
-//!   create-job and start-run bodies.
-//! - [`integration`]: registering the webhook as a Northflank notification integration.
-//! - [`pool`]: creating the `northflank` work pool with this worker's base job template.
-//! - [`dispatch`]: one scheduled invocation: heartbeat, poll, claim, submit. Each flow run is
-//!   submitted by a step that returns an outcome tests can drive.
-//! - [`reconcile`]: once per invocation, what lost notifications and interrupted submitters
-//!   left undone: cancellations, resumed submissions, unsettled runs, leftover jobs.
-//! - [`webhook`]: a Northflank job-run notification in, a Prefect state and a job cleanup out.
-//!   The decision itself is a pure function of the facts gathered.
-//! - [`metrics`]: the dispatch summary as CloudWatch metrics (embedded metric format).
-//! - [`instant`]: instant dispatch: the Prefect automation that calls the webhook function
-//!   when a flow run is scheduled, and the quick dispatch that answers it.
-//! - [`local`]: the long-running local worker: dispatch ticks plus the webhook on an HTTP port.
-//! - [`worker`]: settings, credentials and the two clients, shared by both steps.
-//! - [`lambda`]: the glue between the AWS Lambda runtimes and the two steps; the binaries in
-//!   `src/bin` only call it.
+//! The crate reads bottom-up: each layer imports only the layers below it
+//! (`scripts/check-structure` fails on a cycle between top-level modules).
+//!
+//! 1. **Base**: what the rest is made of.
+//!    - [`config`]: settings by concern (Prefect, polling, reconciliation, webhook, Northflank),
+//!      credentials, and where credentials come from (the environment or Secrets Manager).
+//!    - [`ids`]: identifiers that parse instead of validate: flow-run ids, `pf-<uuid>` job
+//!      names, `<project>:<job>:<run>` infrastructure pids.
+//!    - [`retry`], [`http`]: the retry policy and the HTTP details both API clients share.
+//!    - [`prefect`], [`northflank`]: the two REST clients and the objects they read.
+//!    - [`render`]: a pool's base job template and job variables → the exact Northflank
+//!      create-job and start-run bodies (with the `prefect-templating` crate).
+//!    - [`ownership`]: the one rule for what this installation may touch (pure).
+//!    - [`routes`]: the paths and token headers of the HTTP surface.
+//! 2. **[`worker`]**: the context every step runs in: settings, credentials, clients, and what
+//!    one process keeps between invocations (caches, reconciliation's memory, the outbox,
+//!    instant dispatch's gate).
+//! 3. **[`run`]**: what several entry points do to one flow run: claim, launch (fresh or
+//!    resumed), abandon, settle (gather → decide, a pure function → act).
+//! 4. **Steps**, peers on top of `run`:
+//!    - [`dispatch`]: heartbeat, poll, submit; one invocation in named phases.
+//!    - [`reconcile`]: what lost notifications and interrupted submitters left undone; a pure
+//!      plan per flow run, the steps, the leftover-job sweep.
+//!    - [`webhook`]: a Northflank notification → one flow run of ours settled.
+//!    - [`instant`]: instant dispatch's handler: one quick dispatch at a time.
+//!    - [`scheduled`]: the scheduled invocation: a dispatch window with reconciliation beside
+//!      it, and its CloudWatch metrics.
+//! 5. **[`setup`]**: the work pool, the notification integration, the automation (the CLI's).
+//! 6. **Adapters**: [`endpoint`] (one axum router for the webhook, instant dispatch and
+//!    `/health`), [`local`] (the long-running worker and its hardened server), [`lambda`] (the
+//!    two functions); the binaries in `src/bin` only call them.
 
 pub mod config;
 pub mod dispatch;
@@ -39,19 +45,18 @@ pub mod endpoint;
 pub mod http;
 pub mod ids;
 pub mod instant;
-pub mod integration;
 pub mod lambda;
 pub mod local;
-pub mod metrics;
 pub mod northflank;
 pub mod ownership;
-pub mod pool;
 pub mod prefect;
 pub mod reconcile;
 pub mod render;
 pub mod retry;
 pub mod routes;
-pub mod secrets;
+pub mod run;
+pub mod scheduled;
+pub mod setup;
 pub mod webhook;
 pub mod worker;
 

@@ -20,8 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::dispatch::{self, SUBMIT_RESERVE};
+use crate::config::WebhookSettings;
+use crate::dispatch::SUBMIT_RESERVE;
 use crate::endpoint::{self, Endpoint, InstantMode, Limits};
+use crate::scheduled;
 use crate::worker::{Current, Worker};
 
 /// Open files kept for everything but incoming connections: Prefect and Northflank
@@ -40,15 +42,14 @@ pub struct ServerLimits {
 
 impl ServerLimits {
     /// From the settings, the connection cap kept within the open-file limit.
-    pub fn of(worker: &Worker) -> Self {
-        let s = &worker.settings;
+    pub fn of(settings: &WebhookSettings) -> Self {
         let files = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024);
         let fits = files.saturating_sub(RESERVED_FILES).max(1);
         ServerLimits {
-            header_timeout: s.http_header_timeout,
-            max_connections: s.http_max_connections.min(fits as usize),
+            header_timeout: settings.header_timeout,
+            max_connections: settings.max_connections.min(fits as usize),
         }
     }
 }
@@ -66,11 +67,12 @@ pub async fn serve(
     worker: Arc<Worker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = ServerLimits::of(&worker);
+    let settings = &worker.settings.webhook;
+    let limits = ServerLimits::of(settings);
     let endpoint = Endpoint::new(
         Arc::new(Current::new(Worker::clone(&worker), None)),
         InstantMode::Background,
-        Limits::of(&worker),
+        Limits::of(settings),
     );
     serve_router(
         listener,
@@ -147,19 +149,19 @@ async fn accept_failed(e: std::io::Error) {
 /// Runs dispatch invocations one after another until `shutdown` completes. Each invocation
 /// heartbeats, so the heartbeat period is about one poll window.
 pub async fn dispatch_forever(worker: Arc<Worker>, shutdown: impl Future<Output = ()>) {
-    let s = &worker.settings;
+    let polling = &worker.settings.polling;
     let margin = Duration::from_secs(20);
     let looping = async {
         loop {
             let started = Instant::now();
-            let deadline = started + s.poll_window + s.poll_interval + SUBMIT_RESERVE + margin;
-            match dispatch::invoke(&worker, deadline).await {
+            let deadline = started + polling.window + polling.interval + SUBMIT_RESERVE + margin;
+            match scheduled::invoke(&worker, deadline).await {
                 Ok(summary) => tracing::info!(?summary, "dispatch tick"),
                 Err(e) => tracing::error!(error = %e, "dispatch tick failed"),
             }
             // An invocation's last poll is at most one interval before it returns; with a zero
             // window it returns at once, so wait out the interval to keep the poll cadence.
-            tokio::time::sleep_until(started + s.poll_interval).await;
+            tokio::time::sleep_until(started + polling.interval).await;
         }
     };
     tokio::select! {

@@ -26,6 +26,8 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     pub first_delay: Duration,
     pub jitter: f64,
+    /// The longest delay between two attempts, before jitter.
+    pub max_delay: Duration,
 }
 
 impl RetryPolicy {
@@ -35,6 +37,25 @@ impl RetryPolicy {
             max_retries: 5,
             first_delay,
             jitter: 0.2,
+            max_delay: Duration::MAX,
+        }
+    }
+
+    /// As many attempts as `deadline` leaves time for, doubling from `first_delay` up to
+    /// `max_delay`, without jitter. Without a deadline: one attempt.
+    pub fn until_deadline(
+        deadline: Option<Instant>,
+        first_delay: Duration,
+        max_delay: Duration,
+    ) -> Self {
+        match deadline {
+            None => Self::none(),
+            Some(_) => RetryPolicy {
+                max_retries: u32::MAX,
+                first_delay,
+                jitter: 0.0,
+                max_delay,
+            },
         }
     }
 
@@ -44,6 +65,7 @@ impl RetryPolicy {
             max_retries: 0,
             first_delay: Duration::ZERO,
             jitter: 0.0,
+            max_delay: Duration::ZERO,
         }
     }
 
@@ -117,14 +139,18 @@ impl Iterator for Schedule {
         if self.attempt >= self.policy.max_retries {
             return None;
         }
-        let base = self
-            .policy
-            .first_delay
-            .mul_f64(2f64.powi(self.attempt as i32));
+        let factor = 2f64.powi(self.attempt.min(1024) as i32);
+        let doubled = scaled(self.policy.first_delay, factor);
+        let base = doubled.min(self.policy.max_delay);
         self.attempt += 1;
         let spread = self.policy.jitter * (2.0 * fastrand::f64() - 1.0);
-        Some(base.mul_f64(1.0 + spread))
+        Some(scaled(base, 1.0 + spread))
     }
+}
+
+/// `d * factor`, saturating instead of overflowing.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date.
@@ -171,6 +197,20 @@ mod tests {
                 "{i}: {secs}"
             );
         }
+    }
+
+    #[test]
+    fn until_a_deadline_delays_double_up_to_the_cap() {
+        let soon = Some(Instant::now() + Duration::from_secs(60));
+        let policy =
+            RetryPolicy::until_deadline(soon, Duration::from_secs(1), Duration::from_secs(10));
+        let delays: Vec<u64> = policy.schedule().take(7).map(|d| d.as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10, 10]);
+        // Far along, the delay stays at the cap instead of overflowing.
+        assert_eq!(policy.schedule().nth(5000), Some(Duration::from_secs(10)));
+        let once =
+            RetryPolicy::until_deadline(None, Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(once.schedule().count(), 0, "no deadline: no retry");
     }
 
     #[test]

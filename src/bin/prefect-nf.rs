@@ -8,15 +8,17 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 
-use prefect_nf::config::{Credentials, PrefectAuth, Settings, parse_env_file};
-use prefect_nf::integration::{self, RegisterAction, Registration};
+use prefect_nf::config::{
+    Credentials, NorthflankSettings, PrefectAuth, Settings, Source, parse_env_file,
+};
 use prefect_nf::northflank::NorthflankClient;
 use prefect_nf::ownership::{Marker, ServerId};
 use prefect_nf::prefect::PrefectClient;
 use prefect_nf::render::RunFacts;
 use prefect_nf::render::dry_run::{self, DryRun, Offline, Stage};
-use prefect_nf::secrets::Source;
-use prefect_nf::{dispatch, instant, local, pool, worker::Worker};
+use prefect_nf::setup::integration::{self, RegisterAction, Registration};
+use prefect_nf::setup::{automation, pool};
+use prefect_nf::{local, routes, scheduled, worker::Worker};
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
@@ -68,25 +70,29 @@ enum Command {
     /// or with `--stage config` the job configuration after Prefect's templating. Uses
     /// PREFECT_API_URL (and its credentials) when set, to read pools, deployments, blocks and
     /// variables.
-    Render {
-        /// Read the base job template from this work pool.
-        #[arg(long, conflicts_with = "template")]
-        pool: Option<String>,
-        /// Read the base job template from a JSON file (default: this worker's template).
-        #[arg(long)]
-        template: Option<PathBuf>,
-        /// Read the deployment's job variables from the server: `<flow name>/<deployment name>`.
-        #[arg(long, conflicts_with = "deployment_variables")]
-        deployment: Option<String>,
-        /// The deployment's job variables: inline JSON or a JSON file.
-        #[arg(long)]
-        deployment_variables: Option<String>,
-        /// The flow run's job variables: inline JSON or a JSON file.
-        #[arg(long)]
-        flow_run_variables: Option<String>,
-        #[arg(long, value_enum, default_value_t = StageArg::Northflank)]
-        stage: StageArg,
-    },
+    Render(RenderArgs),
+}
+
+// The flags of `render` (its help text is the variant's).
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// Read the base job template from this work pool.
+    #[arg(long, conflicts_with = "template")]
+    pool: Option<String>,
+    /// Read the base job template from a JSON file (default: this worker's template).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Read the deployment's job variables from the server: `<flow name>/<deployment name>`.
+    #[arg(long, conflicts_with = "deployment_variables")]
+    deployment: Option<String>,
+    /// The deployment's job variables: inline JSON or a JSON file.
+    #[arg(long)]
+    deployment_variables: Option<String>,
+    /// The flow run's job variables: inline JSON or a JSON file.
+    #[arg(long)]
+    flow_run_variables: Option<String>,
+    #[arg(long, value_enum, default_value_t = StageArg::Northflank)]
+    stage: StageArg,
 }
 
 #[derive(Subcommand)]
@@ -215,11 +221,8 @@ impl Env {
         Ok(Worker::new(settings, self.credentials().await?)?)
     }
 
-    fn auth(&self) -> PrefectAuth {
-        PrefectAuth::from_parts(
-            self.get("PREFECT_API_KEY"),
-            self.get("PREFECT_API_AUTH_STRING"),
-        )
+    fn northflank(&self) -> Result<NorthflankSettings, Error> {
+        Ok(NorthflankSettings::from_lookup(&|k| self.get(k))?)
     }
 
     /// A Prefect client for the setup commands, which need no Northflank credentials.
@@ -227,11 +230,12 @@ impl Env {
         let api = self
             .get("PREFECT_API_URL")
             .ok_or("PREFECT_API_URL is required but not set")?;
+        let auth = PrefectAuth::from_lookup(&|k| self.get(k));
         Ok(PrefectClient::new(
             &api,
-            self.auth(),
+            auth,
             "prefect-nf-cli",
-            Duration::from_secs(2),
+            self.northflank()?.retry_base,
         )?)
     }
 }
@@ -253,26 +257,15 @@ fn json_object(flag: &str, value: &str) -> Result<Map<String, Value>, Error> {
 async fn run(cli: Cli) -> Result<(), Error> {
     let env = Env::load(cli.env_file.as_ref())?;
     match cli.command {
-        Command::Local { bind } => {
-            let worker = env.worker().await?;
-            match local::raise_open_file_limit() {
-                Ok(files) => tracing::debug!(files, "open-file limit"),
-                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
-            }
-            let listener = tokio::net::TcpListener::bind(bind).await?;
-            tracing::info!(address = %listener.local_addr()?, path = prefect_nf::routes::WEBHOOK_PATH, pool = %worker.settings.work_pool, "local worker running");
-            local::run(worker, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        }
+        Command::Local { bind } => local_command(&env, bind).await,
         Command::Dispatch { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-            let summary = dispatch::invoke(&env.worker().await?, deadline).await?;
+            let summary = scheduled::invoke(&env.worker().await?, deadline).await?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
         }
-        Command::WorkPool { action } => pool_command(&env, action).await?,
-        Command::InstantDispatch { action } => instant_command(&env, action).await?,
+        Command::WorkPool { action } => pool_command(&env, action).await,
+        Command::InstantDispatch { action } => instant_command(&env, action).await,
         Command::Webhook {
             action:
                 WebhookCommand::Register {
@@ -280,123 +273,144 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     project_id,
                     name,
                 },
-        } => {
-            let credentials = env.credentials().await?;
-            let base = env
-                .get("NORTHFLANK_API_URL")
-                .unwrap_or_else(|| "https://api.northflank.com".into());
-            let nf = NorthflankClient::new(
-                &base,
-                credentials.northflank_token.clone(),
-                Duration::from_secs(2),
-            )?;
-            let registration = Registration {
-                name: &name,
-                url: &url,
-                project: &project_id,
-                token: credentials.webhook_token.expose(),
-            };
-            match integration::register(&nf, &registration).await? {
-                RegisterAction::Created => println!(
-                    "created notification integration '{name}' for project '{project_id}' → {url}"
-                ),
-                RegisterAction::Updated => println!(
-                    "updated notification integration '{name}' for project '{project_id}' → {url}"
-                ),
-            }
-        }
-        Command::Render {
-            pool,
-            template,
-            deployment,
-            deployment_variables,
-            flow_run_variables,
-            stage,
-        } => {
-            let client = env
-                .get("PREFECT_API_URL")
-                .map(|_| env.prefect())
-                .transpose()?;
-            let api = || {
-                client
-                    .as_ref()
-                    .ok_or("--pool and --deployment read from the server: set PREFECT_API_URL")
-            };
-            // The pool's id is part of the ownership marker: without a pool, none is shown.
-            let (template, pool_id) = match (pool, template) {
-                (Some(name), _) => {
-                    let pool = api()?
-                        .read_work_pool(&name)
-                        .await?
-                        .ok_or(format!("work pool '{name}' does not exist"))?;
-                    (pool.base_job_template, Some(pool.id))
-                }
-                (None, Some(path)) => (
-                    serde_json::from_str(&std::fs::read_to_string(&path)?)
-                        .map_err(|e| format!("--template {}: invalid JSON: {e}", path.display()))?,
-                    None,
-                ),
-                (None, None) => (pool::template(None), None),
-            };
-            let api_url = env
-                .get("PREFECT_API_URL")
-                .unwrap_or_else(|| "http://127.0.0.1:4200/api".into());
-            let marker = pool_id.map(|pool_id| Marker {
-                pool_id,
-                server: ServerId::of_api_url(&api_url),
-            });
-            let mut facts = RunFacts {
-                flow_run_id: prefect_nf::ids::FlowRunId(uuid::Uuid::nil()),
-                flow_run_name: "dry-run".into(),
-                flow_id: uuid::Uuid::nil(),
-                flow_name: "flow".into(),
-                deployment_id: None,
-                deployment_name: None,
-                worker_name: env
-                    .get("PFNF_WORKER_NAME")
-                    .unwrap_or_else(|| "prefect-nf".into()),
-                api_url,
-                auth: env.auth(),
-                marker,
-            };
-            let deployment_variables = match (deployment, deployment_variables) {
-                (Some(name), _) => {
-                    let (flow, dep) = name
-                        .split_once('/')
-                        .ok_or("--deployment: use <flow name>/<deployment name>")?;
-                    let d = api()?
-                        .read_deployment_by_name(flow, dep)
-                        .await?
-                        .ok_or(format!("deployment '{name}' does not exist"))?;
-                    (facts.flow_name, facts.deployment_id, facts.deployment_name) =
-                        (flow.to_string(), Some(d.id), Some(d.name));
-                    d.job_variables
-                }
-                (None, Some(v)) => json_object("--deployment-variables", &v)?,
-                (None, None) => Map::new(),
-            };
-            let flow_run_variables = match flow_run_variables {
-                Some(v) => json_object("--flow-run-variables", &v)?,
-                None => Map::new(),
-            };
-            let input = DryRun {
-                template,
-                deployment_variables,
-                flow_run_variables,
-                facts,
-            };
-            let stage = match stage {
-                StageArg::Config => Stage::Config,
-                StageArg::Northflank => Stage::Northflank,
-            };
-            let out = match &client {
-                Some(c) => dry_run::dry_run(&input, stage, c).await?,
-                None => dry_run::dry_run(&input, stage, &Offline).await?,
-            };
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
+        } => register_webhook(&env, &url, &project_id, &name).await,
+        Command::Render(args) => render_command(&env, args).await,
     }
+}
+
+async fn local_command(env: &Env, bind: SocketAddr) -> Result<(), Error> {
+    let worker = env.worker().await?;
+    match local::raise_open_file_limit() {
+        Ok(files) => tracing::debug!(files, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    tracing::info!(address = %listener.local_addr()?, path = routes::WEBHOOK_PATH, pool = %worker.settings.prefect.work_pool, "local worker running");
+    local::run(worker, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
+}
+
+async fn register_webhook(env: &Env, url: &str, project: &str, name: &str) -> Result<(), Error> {
+    let credentials = env.credentials().await?;
+    let settings = env.northflank()?;
+    let nf = NorthflankClient::new(
+        &settings.api_url,
+        credentials.northflank_token.clone(),
+        settings.retry_base,
+    )?;
+    let registration = Registration {
+        name,
+        url,
+        project,
+        token: credentials.webhook_token.expose(),
+    };
+    let done = match integration::register(&nf, &registration).await? {
+        RegisterAction::Created => "created",
+        RegisterAction::Updated => "updated",
+    };
+    println!("{done} notification integration '{name}' for project '{project}' → {url}");
+    Ok(())
+}
+
+async fn render_command(env: &Env, args: RenderArgs) -> Result<(), Error> {
+    let client = env
+        .get("PREFECT_API_URL")
+        .map(|_| env.prefect())
+        .transpose()?;
+    let api = || {
+        client
+            .as_ref()
+            .ok_or("--pool and --deployment read from the server: set PREFECT_API_URL")
+    };
+    let (template, pool_id) = match (&args.pool, &args.template) {
+        (Some(name), _) => {
+            let pool = api()?
+                .read_work_pool(name)
+                .await?
+                .ok_or(format!("work pool '{name}' does not exist"))?;
+            (pool.base_job_template, Some(pool.id))
+        }
+        (None, Some(path)) => (read_template(path)?, None),
+        (None, None) => (pool::template(None), None),
+    };
+    let mut facts = dry_run_facts(env, pool_id);
+    let deployment_variables = match (&args.deployment, &args.deployment_variables) {
+        (Some(name), _) => deployment_variables(api()?, name, &mut facts).await?,
+        (None, Some(v)) => json_object("--deployment-variables", v)?,
+        (None, None) => Map::new(),
+    };
+    let flow_run_variables = match &args.flow_run_variables {
+        Some(v) => json_object("--flow-run-variables", v)?,
+        None => Map::new(),
+    };
+    let input = DryRun {
+        template,
+        deployment_variables,
+        flow_run_variables,
+        facts,
+    };
+    let stage = match args.stage {
+        StageArg::Config => Stage::Config,
+        StageArg::Northflank => Stage::Northflank,
+    };
+    let out = match &client {
+        Some(c) => dry_run::dry_run(&input, stage, c).await?,
+        None => dry_run::dry_run(&input, stage, &Offline).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn read_template(path: &PathBuf) -> Result<Value, Error> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)
+        .map_err(|e| format!("--template {}: invalid JSON: {e}", path.display()))?)
+}
+
+/// What a dry run's container would be told. The pool's id is part of the ownership marker:
+/// without a pool, none is shown.
+fn dry_run_facts(env: &Env, pool_id: Option<uuid::Uuid>) -> RunFacts {
+    let api_url = env
+        .get("PREFECT_API_URL")
+        .unwrap_or_else(|| "http://127.0.0.1:4200/api".into());
+    let marker = pool_id.map(|pool_id| Marker {
+        pool_id,
+        server: ServerId::of_api_url(&api_url),
+    });
+    RunFacts {
+        flow_run_id: prefect_nf::ids::FlowRunId(uuid::Uuid::nil()),
+        flow_run_name: "dry-run".into(),
+        flow_id: uuid::Uuid::nil(),
+        flow_name: "flow".into(),
+        deployment_id: None,
+        deployment_name: None,
+        worker_name: env
+            .get("PFNF_WORKER_NAME")
+            .unwrap_or_else(|| "prefect-nf".into()),
+        api_url,
+        auth: PrefectAuth::from_lookup(&|k| env.get(k)),
+        marker,
+    }
+}
+
+/// The job variables of deployment `<flow name>/<deployment name>`, naming it in `facts`.
+async fn deployment_variables(
+    prefect: &PrefectClient,
+    name: &str,
+    facts: &mut RunFacts,
+) -> Result<Map<String, Value>, Error> {
+    let (flow, dep) = name
+        .split_once('/')
+        .ok_or("--deployment: use <flow name>/<deployment name>")?;
+    let d = prefect
+        .read_deployment_by_name(flow, dep)
+        .await?
+        .ok_or(format!("deployment '{name}' does not exist"))?;
+    (facts.flow_name, facts.deployment_id, facts.deployment_name) =
+        (flow.to_string(), Some(d.id), Some(d.name));
+    Ok(d.job_variables)
 }
 
 async fn instant_command(env: &Env, action: InstantCommand) -> Result<(), Error> {
@@ -406,7 +420,7 @@ async fn instant_command(env: &Env, action: InstantCommand) -> Result<(), Error>
             let token = env.credentials().await?.dispatch_token.ok_or(
                 "instant dispatch needs a dispatch token: set dispatch_token in the secret (PFNF_SECRET_ID) or PFNF_DISPATCH_TOKEN",
             )?;
-            let enabled = instant::enable(&prefect, &pool, &url, token.expose()).await?;
+            let enabled = automation::enable(&prefect, &pool, &url, token.expose()).await?;
             println!(
                 "{} automation '{}' ({}): flow runs scheduled in '{pool}' call {} through block 'webhook/{}'",
                 if enabled.created {
@@ -414,14 +428,14 @@ async fn instant_command(env: &Env, action: InstantCommand) -> Result<(), Error>
                 } else {
                     "updated"
                 },
-                instant::automation_name(&pool),
+                automation::automation_name(&pool),
                 enabled.automation_id,
-                instant::endpoint(&url)?,
+                automation::endpoint(&url)?,
                 enabled.block_document,
             );
         }
         InstantCommand::Disable { pool } => {
-            if instant::disable(&prefect, &pool).await? {
+            if automation::disable(&prefect, &pool).await? {
                 println!("deleted the instant-dispatch automation of '{pool}' and its block");
             } else {
                 println!("instant dispatch was not enabled for '{pool}'");

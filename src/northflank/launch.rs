@@ -20,7 +20,7 @@ const CLOCK_SKEW: Duration = Duration::from_secs(10);
 /// How often a start is tried when each attempt ends with an unknown outcome.
 const START_ATTEMPTS: u32 = 3;
 
-pub struct Launch<'a> {
+pub struct JobAndRun<'a> {
     pub project: &'a str,
     pub job_name: JobName,
     pub create_job: &'a Value,
@@ -32,7 +32,7 @@ pub struct Launch<'a> {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Launched {
+pub struct Started {
     pub job: String,
     pub run: String,
     /// The run already existed and was adopted.
@@ -41,23 +41,23 @@ pub struct Launched {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
-pub struct LaunchError {
+pub struct StartError {
     #[source]
     pub source: NorthflankError,
     /// The job was (or may have been) written, so it must be cleaned up if the run is abandoned.
     pub job_written: bool,
 }
 
-pub async fn launch(nf: &NorthflankClient, l: &Launch<'_>) -> Result<Launched, LaunchError> {
+pub async fn launch(nf: &NorthflankClient, l: &JobAndRun<'_>) -> Result<Started, StartError> {
     let job = nf
         .put_job(l.project, l.create_job)
         .await
-        .map_err(|source| LaunchError {
+        .map_err(|source| StartError {
             job_written: source.outcome_unknown(),
             source,
         })?
         .id;
-    let failed = |source| LaunchError {
+    let failed = |source| StartError {
         source,
         job_written: true,
     };
@@ -66,7 +66,7 @@ pub async fn launch(nf: &NorthflankClient, l: &Launch<'_>) -> Result<Launched, L
     loop {
         attempt += 1;
         if look && let Some(run) = find_claimed_run(nf, l, &job).await.map_err(failed)? {
-            return Ok(Launched {
+            return Ok(Started {
                 job,
                 run,
                 adopted: true,
@@ -74,7 +74,7 @@ pub async fn launch(nf: &NorthflankClient, l: &Launch<'_>) -> Result<Launched, L
         }
         match nf.start_run(l.project, &job, l.start_run).await {
             Ok(run) => {
-                return Ok(Launched {
+                return Ok(Started {
                     job,
                     run: run.id,
                     adopted: false,
@@ -88,7 +88,7 @@ pub async fn launch(nf: &NorthflankClient, l: &Launch<'_>) -> Result<Launched, L
 
 async fn find_claimed_run(
     nf: &NorthflankClient,
-    l: &Launch<'_>,
+    l: &JobAndRun<'_>,
     job: &str,
 ) -> Result<Option<String>, NorthflankError> {
     let since = l.claimed_at - chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default();

@@ -6,18 +6,19 @@ use serde_json::{Value, json};
 
 use super::PrefectClient;
 use super::client::Result;
+use super::models::{Automation, BlockDocument};
 
 impl PrefectClient {
     /// The automation called `name`, if any (names are not unique on the server; the first).
-    pub async fn find_automation(&self, name: &str) -> Result<Option<Value>> {
+    pub async fn find_automation(&self, name: &str) -> Result<Option<Automation>> {
         let body = json!({"automations": {"name": {"any_": [name]}}});
-        let found: Vec<Value> = self
+        let found: Vec<Automation> = self
             .json(Method::POST, &["automations", "filter"], Some(&body))
             .await?;
-        Ok(found.into_iter().find(|a| a["name"] == name))
+        Ok(found.into_iter().find(|a| a.name == name))
     }
 
-    pub async fn create_automation(&self, body: &Value) -> Result<Value> {
+    pub async fn create_automation(&self, body: &Value) -> Result<Automation> {
         self.json(Method::POST, &["automations", ""], Some(body))
             .await
     }
@@ -35,7 +36,11 @@ impl PrefectClient {
     }
 
     /// A block document by type slug and name, without its secrets.
-    pub async fn read_block_document(&self, slug: &str, name: &str) -> Result<Option<Value>> {
+    pub async fn read_block_document(
+        &self,
+        slug: &str,
+        name: &str,
+    ) -> Result<Option<BlockDocument>> {
         self.optional(&["block_types", "slug", slug, "block_documents", "name", name])
             .await
     }

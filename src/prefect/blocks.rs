@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::PrefectClient;
 use super::client::Result;
+use super::models::{BlockDocument, BlockSchema, BlockType};
 
 impl PrefectClient {
     /// A block document's `data`, secrets included (Prefect's templating needs the real values).
@@ -16,27 +17,27 @@ impl PrefectClient {
         Ok(doc.map(|mut d| d["data"].take()))
     }
 
-    pub async fn read_block_type(&self, slug: &str) -> Result<Option<Value>> {
+    pub async fn read_block_type(&self, slug: &str) -> Result<Option<BlockType>> {
         self.optional(&["block_types", "slug", slug]).await
     }
 
-    pub async fn create_block_type(&self, body: &Value) -> Result<Value> {
+    pub async fn create_block_type(&self, body: &Value) -> Result<BlockType> {
         self.json(Method::POST, &["block_types", ""], Some(body))
             .await
     }
 
-    pub async fn block_schemas(&self, block_type_id: &str) -> Result<Vec<Value>> {
+    pub async fn block_schemas(&self, block_type_id: uuid::Uuid) -> Result<Vec<BlockSchema>> {
         let body = json!({"block_schemas": {"block_type_id": {"any_": [block_type_id]}}});
         self.json(Method::POST, &["block_schemas", "filter"], Some(&body))
             .await
     }
 
-    pub async fn create_block_schema(&self, body: &Value) -> Result<Value> {
+    pub async fn create_block_schema(&self, body: &Value) -> Result<BlockSchema> {
         self.json(Method::POST, &["block_schemas", ""], Some(body))
             .await
     }
 
-    pub async fn create_block_document(&self, body: &Value) -> Result<Value> {
+    pub async fn create_block_document(&self, body: &Value) -> Result<BlockDocument> {
         self.json(Method::POST, &["block_documents", ""], Some(body))
             .await
     }

@@ -144,6 +144,33 @@ pub struct Flow {
     pub tags: Vec<String>,
 }
 
+/// An automation, as far as setup reads it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Automation {
+    pub id: Uuid,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A block document, a block type or a block schema: setup needs their ids (and a schema's
+/// fields).
+#[derive(Clone, Debug, Deserialize)]
+pub struct BlockDocument {
+    pub id: Uuid,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct BlockType {
+    pub id: Uuid,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct BlockSchema {
+    pub id: Uuid,
+    #[serde(default)]
+    pub fields: Value,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct WorkPool {
     pub id: Uuid,

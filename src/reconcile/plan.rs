@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::ReconcileSettings;
 use crate::northflank::models::JobRun;
-use crate::webhook::decide::RunView;
+use crate::run::settle::JobRunView;
 
 /// What one active flow run of the pool needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,9 +24,9 @@ pub enum Plan {
     UndoStaleClaim,
 }
 
-/// The facts about one PENDING, RUNNING or CANCELLING flow run.
+/// What is known about one PENDING, RUNNING or CANCELLING flow run of ours.
 #[derive(Clone, Copy, Debug)]
-pub struct Facts {
+pub struct ActiveRun {
     pub kind: crate::prefect::models::StateType,
     /// Time since its last state change.
     pub age: Duration,
@@ -38,7 +38,7 @@ pub struct Facts {
     pub stale_claim: bool,
 }
 
-pub fn plan(f: &Facts, s: &Settings) -> Plan {
+pub fn plan(f: &ActiveRun, s: &ReconcileSettings) -> Plan {
     use crate::prefect::models::StateType::*;
     match f.kind {
         Cancelling => Plan::Cancel,
@@ -61,7 +61,7 @@ pub fn plan(f: &Facts, s: &Settings) -> Plan {
 /// did. Listing a project's jobs costs a request whatever it finds and jobs are rarely left
 /// over, so sweeping every minute would spend 60 of Northflank's 1,000 requests an hour on
 /// nothing.
-pub fn sweep_due(since_swept: Option<Duration>, s: &Settings) -> bool {
+pub fn sweep_due(since_swept: Option<Duration>, s: &ReconcileSettings) -> bool {
     since_swept.is_none_or(|since| since >= s.sweep_interval)
 }
 
@@ -79,9 +79,9 @@ pub enum CancelAction {
 pub fn cancel(
     recorded: bool,
     started: bool,
-    run: Option<RunView<'_>>,
+    job_run: Option<JobRunView<'_>>,
     cancelling_for: Duration,
-    s: &Settings,
+    s: &ReconcileSettings,
 ) -> CancelAction {
     if !recorded {
         // A submission may still be writing its infrastructure; after `resume_after` it is dead.
@@ -91,11 +91,11 @@ pub fn cancel(
             CancelAction::Wait
         };
     }
-    match run {
-        None | Some(RunView::Gone) => CancelAction::Cancel(
+    match job_run {
+        None | Some(JobRunView::Gone) => CancelAction::Cancel(
             "Flow run was cancelled; its Northflank job no longer exists.".into(),
         ),
-        Some(RunView::Found(JobRun {
+        Some(JobRunView::Found(JobRun {
             id,
             concluded: true,
             status,
@@ -107,16 +107,16 @@ pub fn cancel(
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default()
         )),
-        Some(RunView::Found(_)) if !started => {
+        Some(JobRunView::Found(_)) if !started => {
             CancelAction::AbortThenCancel("Flow run cancelled by worker while pending.".into())
         }
-        Some(RunView::Found(_)) if cancelling_for >= s.cancel_grace => {
+        Some(JobRunView::Found(_)) if cancelling_for >= s.cancel_grace => {
             CancelAction::AbortThenCancel(format!(
                 "Flow run cancelled by worker: its Northflank run was still running {}s after the cancellation, so it was aborted.",
                 s.cancel_grace.as_secs()
             ))
         }
-        Some(RunView::Found(_)) => CancelAction::Wait,
+        Some(JobRunView::Found(_)) => CancelAction::Wait,
     }
 }
 
@@ -126,8 +126,8 @@ mod tests {
     use crate::northflank::models::RunStatus;
     use crate::prefect::models::StateType::*;
 
-    fn s() -> Settings {
-        Settings::new("http://x/api", "p")
+    fn s() -> ReconcileSettings {
+        ReconcileSettings::default()
     }
 
     fn facts(
@@ -135,8 +135,8 @@ mod tests {
         age: u64,
         recorded: bool,
         since: Option<u64>,
-    ) -> Facts {
-        Facts {
+    ) -> ActiveRun {
+        ActiveRun {
             kind,
             age: Duration::from_secs(age),
             recorded,
@@ -153,7 +153,7 @@ mod tests {
         assert!(!sweep_due(secs(60), &default));
         assert!(!sweep_due(secs(599), &default));
         assert!(sweep_due(secs(600), &default));
-        let every = Settings {
+        let every = ReconcileSettings {
             sweep_interval: Duration::ZERO,
             ..s()
         };
@@ -165,14 +165,14 @@ mod tests {
         let cases = [
             (facts(Cancelling, 0, true, None), Plan::Cancel),
             (
-                Facts {
+                ActiveRun {
                     stale_claim: true,
                     ..facts(Pending, 0, false, None)
                 },
                 Plan::UndoStaleClaim,
             ),
             (
-                Facts {
+                ActiveRun {
                     stale_claim: true,
                     ..facts(Pending, 1000, true, None)
                 },
@@ -222,21 +222,21 @@ mod tests {
             matches!(cancel(false, false, None, d(200), &s()), CancelAction::Cancel(m) if m.contains("no infrastructure"))
         );
         assert!(matches!(
-            cancel(true, true, Some(RunView::Gone), d(0), &s()),
+            cancel(true, true, Some(JobRunView::Gone), d(0), &s()),
             CancelAction::Cancel(_)
         ));
         assert!(
-            matches!(cancel(true, true, Some(RunView::Found(&done)), d(0), &s()), CancelAction::Cancel(m) if m.contains("FAILED"))
+            matches!(cancel(true, true, Some(JobRunView::Found(&done)), d(0), &s()), CancelAction::Cancel(m) if m.contains("FAILED"))
         );
         assert!(
-            matches!(cancel(true, false, Some(RunView::Found(&active)), d(0), &s()), CancelAction::AbortThenCancel(m) if m.contains("while pending"))
+            matches!(cancel(true, false, Some(JobRunView::Found(&active)), d(0), &s()), CancelAction::AbortThenCancel(m) if m.contains("while pending"))
         );
         assert_eq!(
-            cancel(true, true, Some(RunView::Found(&active)), d(30), &s()),
+            cancel(true, true, Some(JobRunView::Found(&active)), d(30), &s()),
             CancelAction::Wait
         );
         assert!(matches!(
-            cancel(true, true, Some(RunView::Found(&active)), d(200), &s()),
+            cancel(true, true, Some(JobRunView::Found(&active)), d(200), &s()),
             CancelAction::AbortThenCancel(_)
         ));
     }

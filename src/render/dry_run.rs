@@ -98,8 +98,10 @@ mod tests {
     use serde_json::json;
 
     fn input(deployment: Value) -> DryRun {
+        let mut template = crate::render::base_job_template();
+        template["variables"]["properties"]["project_id"]["default"] = json!("proj");
         DryRun {
-            template: crate::pool::template(Some("proj")),
+            template,
             deployment_variables: deployment.as_object().cloned().unwrap_or_default(),
             flow_run_variables: Map::new(),
             facts: RunFacts {

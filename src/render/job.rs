@@ -28,7 +28,50 @@ pub fn to_northflank(
 ) -> Result<Rendered, RenderError> {
     let f = Fields(config);
     let mut warnings = Vec::new();
+    let project_id = project(&f)?;
+    let (job_env, run_env) = environment(&f, facts)?;
+    let command = f
+        .command("command")?
+        .unwrap_or_else(|| FLOW_RUN_COMMAND.to_string());
+    let mut deployment = source(&f, &mut warnings)?;
+    deployment.insert("docker".into(), docker(&f, &command)?);
+    let mut billing = billing(&f)?;
 
+    let job_name = JobName::for_flow_run(facts.flow_run_id);
+    let mut body = Map::new();
+    body.insert("name".into(), json!(job_name.to_string()));
+    describe(&f, facts, &mut body, &mut warnings)?;
+    if let Some(arch) = f.string("infrastructure_architecture")? {
+        if arch != "x86" && arch != "arm" {
+            return Err(invalid_value(
+                "infrastructure_architecture",
+                &arch,
+                "must be x86 or arm",
+            ));
+        }
+        body.insert("infrastructure".into(), json!({"architecture": arch}));
+    }
+    if deployment.contains_key("vcs") {
+        vcs_build(&f, &mut body, &mut billing)?;
+    }
+    docker_credentials(&f, &mut body)?;
+    body.insert("billing".into(), Value::Object(billing));
+    body.insert("deployment".into(), Value::Object(deployment));
+    body.insert("runtimeEnvironment".into(), json!(job_env));
+    body.insert("settings".into(), settings(&f)?);
+
+    Ok(Rendered {
+        project_id,
+        job_name,
+        create_job: Value::Object(body),
+        start_run: json!({"runtimeEnvironment": run_env}),
+        cleanup_job: f.bool("cleanup_job")?.unwrap_or(true),
+        credentials: credentials(&f)?,
+        warnings,
+    })
+}
+
+fn project(f: &Fields) -> Result<String, RenderError> {
     let project_id = f.string("project_id")?.ok_or_else(|| RenderError::Invalid {
         variable: "project_id".into(),
         value: "null".into(),
@@ -40,14 +83,11 @@ pub fn to_northflank(
         &project_id,
         "must contain only letters, digits and '-'",
     )?;
+    Ok(project_id)
+}
 
-    let (job_env, run_env) = environment(&f, facts)?;
-    let command = f
-        .command("command")?
-        .unwrap_or_else(|| FLOW_RUN_COMMAND.to_string());
-    let mut deployment = source(&f, &mut warnings)?;
-    deployment.insert("docker".into(), docker(&f, &command)?);
-
+/// The deployment plan, and the GPU when one is asked for.
+fn billing(f: &Fields) -> Result<Map<String, Value>, RenderError> {
     let mut billing = Map::new();
     let plan = f.string("billing_deployment_plan")?.ok_or_else(|| {
         invalid_value(
@@ -63,10 +103,19 @@ pub fn to_northflank(
         "must be a Northflank plan id such as nf-compute-20",
     )?;
     billing.insert("deploymentPlan".into(), json!(plan));
-    if let Some(gpu) = gpu(&f)? {
+    if let Some(gpu) = gpu(f)? {
         billing.insert("gpu".into(), gpu);
     }
+    Ok(billing)
+}
 
+/// The description (with our marker) and the tags.
+fn describe(
+    f: &Fields,
+    facts: &RunFacts,
+    body: &mut Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RenderError> {
     let name = f
         .string("name")?
         .unwrap_or_else(|| facts.flow_run_name.clone());
@@ -74,32 +123,19 @@ pub fn to_northflank(
         Some(d) => d,
         None => format!("Prefect flow run '{name}' ({})", facts.flow_run_id),
     };
-
-    let mut body = Map::new();
-    let job_name = JobName::for_flow_run(facts.flow_run_id);
-    body.insert("name".into(), json!(job_name.to_string()));
     if let Some(d) = marked_description(&description, facts.marker) {
         body.insert("description".into(), json!(d));
     }
-    let tags = tags(&f, &mut warnings)?;
+    let tags = tags(f, warnings)?;
     if !tags.is_empty() {
         body.insert("tags".into(), json!(tags));
     }
-    if let Some(arch) = f.string("infrastructure_architecture")? {
-        if arch != "x86" && arch != "arm" {
-            return Err(invalid_value(
-                "infrastructure_architecture",
-                &arch,
-                "must be x86 or arm",
-            ));
-        }
-        body.insert("infrastructure".into(), json!({"architecture": arch}));
-    }
-    if deployment.contains_key("vcs") {
-        vcs_build(&f, &mut body, &mut billing)?;
-    }
-    let docker_credentials = f.string_list("build_configuration_docker_credentials")?;
-    for id in &docker_credentials {
+    Ok(())
+}
+
+fn docker_credentials(f: &Fields, body: &mut Map<String, Value>) -> Result<(), RenderError> {
+    let ids = f.string_list("build_configuration_docker_credentials")?;
+    for id in &ids {
         check(
             &rules::CREDENTIALS_ID,
             "build_configuration_docker_credentials",
@@ -107,26 +143,13 @@ pub fn to_northflank(
             "each id must contain only letters, digits and '-'",
         )?;
     }
-    if !docker_credentials.is_empty() {
+    if !ids.is_empty() {
         body.insert(
             "buildConfiguration".into(),
-            json!({"dockerCredentials": docker_credentials}),
+            json!({"dockerCredentials": ids}),
         );
     }
-    body.insert("billing".into(), Value::Object(billing));
-    body.insert("deployment".into(), Value::Object(deployment));
-    body.insert("runtimeEnvironment".into(), json!(job_env));
-    body.insert("settings".into(), settings(&f)?);
-
-    Ok(Rendered {
-        project_id,
-        job_name,
-        create_job: Value::Object(body),
-        start_run: json!({"runtimeEnvironment": run_env}),
-        cleanup_job: f.bool("cleanup_job")?.unwrap_or(true),
-        credentials: credentials(&f)?,
-        warnings,
-    })
+    Ok(())
 }
 
 /// The chosen description made valid, then this installation's ownership marker, within

@@ -1,22 +1,24 @@
 //! The webhook step: a Northflank job-run notification in, a Prefect state and a job cleanup out.
 //!
 //! The notification is only a hint. Its token has been checked (by `endpoint`); then one read
-//! of the flow run tells whether it is ours (`ownership`), and one GET of the Northflank run
-//! decides. Events for jobs that are not ours are acknowledged and left alone, so a shared
-//! project and a shared integration do no harm.
+//! of the flow run tells whether it is ours (`ownership`), and `run::settle` decides from one
+//! GET of the job run. Events for jobs that are not ours are acknowledged and left alone, so a
+//! shared project and a shared integration do no harm.
 
-pub mod decide;
 pub mod event;
-pub mod settle;
 
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
+use tracing::Instrument;
 
-use crate::ids::JobName;
-use crate::ownership::NotOurs;
+use crate::ids::{FlowRunId, JobName};
+use crate::ownership::{self, JobSeen, NotOurs};
+use crate::prefect::logs::RunLog;
+use crate::prefect::models::FlowRun;
+pub use crate::run::SettleError;
+use crate::run::{self, Hint, Settled};
 use crate::worker::Worker;
-pub use settle::{SettleError, Settled};
 
 pub const EVENT_TYPE_HEADER: &str = "x-northflank-notification-integration-event-type";
 pub const EVENT_ID_HEADER: &str = "x-northflank-notification-integration-event-id";
@@ -24,6 +26,9 @@ pub const EVENT_ID_HEADER: &str = "x-northflank-notification-integration-event-i
 /// Northflank's delivery timeout is undocumented: answer well within a few seconds, and let its
 /// retries (on a 503) cover an outage of Prefect or Northflank.
 pub const BUDGET: Duration = Duration::from_secs(8);
+
+/// The notification of a job run's start.
+const START_EVENT: &str = "job-run:start";
 
 /// What became of a notification whose token was right.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,15 +64,88 @@ pub async fn handle(
     let Some(job) = notification.job_id.as_deref().and_then(JobName::parse) else {
         return Ok(Outcome::Ignored("not a job of this worker".into()));
     };
-    let hint = settle::Hint {
+    let hint = Hint {
         project: notification.project_id.clone(),
-        run: notification.run_id.clone(),
+        job_run: notification.run_id.clone(),
         event: Some(notification.event.clone()),
     };
     let worker = worker.until(tokio::time::Instant::now() + BUDGET);
-    settle::settle(&worker, job.flow_run_id(), &hint)
+    notified(&worker, job.flow_run_id(), &hint)
         .await
         .inspect_err(|e| {
             tracing::error!(flow_run_id = %job.flow_run_id(), error = %e, event_id = ?notification.event_id, "could not settle; Northflank will retry");
         })
+}
+
+/// The flow run a notification names, settled if it is ours; every log line it causes carries
+/// the flow run, job and job run.
+async fn notified(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Outcome, SettleError> {
+    let job = JobName::for_flow_run(id).to_string();
+    let span =
+        tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
+    async {
+        let flow_run = match ours(worker, id, &job, hint).await? {
+            Ok(flow_run) => flow_run,
+            Err(why) => {
+                tracing::debug!(reason = %why, event = ?hint.event, "not ours: left alone");
+                return Ok(Outcome::NotOurs(why));
+            }
+        };
+        let settled = if hint.event.as_deref() == Some(START_EVENT) {
+            started(worker, &flow_run, &job, hint.job_run.as_deref()).await
+        } else {
+            run::settle(worker, flow_run, hint).await?
+        };
+        Ok(Outcome::Settled(settled))
+    }
+    .instrument(span)
+    .await
+}
+
+/// The flow run, if it and the notified job are ours. A notification carries no marker, so a
+/// job whose flow run is gone is never provably ours here; the sweep, which reads markers,
+/// removes it.
+async fn ours(
+    worker: &Worker,
+    id: FlowRunId,
+    job: &str,
+    hint: &Hint,
+) -> Result<Result<FlowRun, NotOurs>, SettleError> {
+    let flow_run = worker.prefect.read_flow_run(id).await?;
+    let seen = JobSeen {
+        project: hint.project.as_deref(),
+        job,
+        marker: None,
+    };
+    let us = worker.installation(None);
+    Ok(
+        match (
+            ownership::judge(&us, flow_run.as_ref(), Some(seen)),
+            flow_run,
+        ) {
+            (Ok(()), Some(flow_run)) => Ok(flow_run),
+            (Ok(()), None) => Err(NotOurs::UnknownFlowRun),
+            (Err(why), _) => Err(why),
+        },
+    )
+}
+
+/// A start notification only adds a line to the logs of a flow run that has not finished. The
+/// job run is not read: nothing would be decided from a running run, and its end brings its own
+/// notification (or reconciliation), read then. This keeps every flow run at four Northflank
+/// requests: create the job, start the run, read the concluded run, delete the job.
+async fn started(worker: &Worker, flow_run: &FlowRun, job: &str, job_run: Option<&str>) -> Settled {
+    if flow_run.state_type().is_none_or(|k| k.is_terminal()) {
+        return Settled::nothing(flow_run.id, "the flow run has already finished");
+    }
+    let note = match job_run {
+        Some(job_run) => format!("Northflank run '{job_run}' of job '{job}' started"),
+        None => format!("Northflank job '{job}' started a run"),
+    };
+    let mut log = RunLog::new(flow_run.id);
+    log.info(note.clone());
+    worker.keep_logs(&mut log);
+    worker.send_pending().await;
+    tracing::info!(decision = "none", "run started");
+    Settled::nothing(flow_run.id, note)
 }

@@ -1,0 +1,294 @@
+//! Everything after the claim, in the Python worker's order (prefect-worker-protocol.md §14.3):
+//! flow, render, `Submitting`, Northflank job and run, `infrastructure_pid`, except that the
+//! worker labels come last (they are informational and must not delay the run).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::config;
+use crate::ids::InfrastructurePid;
+use crate::northflank::launch::{self as job_run, JobAndRun, Started};
+use crate::northflank::{NorthflankClient, NorthflankError};
+use crate::prefect::PrefectError;
+use crate::prefect::events;
+use crate::prefect::logs::RunLog;
+use crate::prefect::models::{Deployment, Flow, FlowRun, StateType, WorkPool};
+use crate::prefect::states::Proposal;
+use crate::render::{self, RenderError, Rendered, RunFacts};
+use crate::retry::RetryPolicy;
+use crate::worker::Worker;
+
+/// A fresh submission, or the resumption of one whose submitter died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    Fresh,
+    /// An earlier attempt may already have started a run: look for it before starting one.
+    Resume,
+}
+
+/// The launched flow run's infrastructure, and whether its Northflank run already existed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launched {
+    pub pid: InfrastructurePid,
+    pub adopted: bool,
+}
+
+/// What went wrong after the claim.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Prefect(#[from] PrefectError),
+    #[error("the flow run left PENDING during its submission (it is {state}); nothing was created")]
+    LeftPending { state: String },
+    #[error("{}", .error.user_message())]
+    Northflank {
+        error: NorthflankError,
+        /// The job written for this run, to delete if the run is abandoned.
+        written: Option<Box<WrittenJob>>,
+        /// The run used its own credentials rather than the worker's.
+        own_credentials: bool,
+    },
+}
+
+/// A job written for a submission, with the client that can delete it.
+#[derive(Debug)]
+pub struct WrittenJob {
+    pub client: NorthflankClient,
+    pub project: String,
+    pub job: String,
+}
+
+/// A flow run this worker holds the claim of, with what its launch reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Claimed<'a> {
+    pub pool: &'a WorkPool,
+    pub flow_run: &'a FlowRun,
+    pub deployment: &'a Deployment,
+    /// When the claim was made, on the server's clock: job runs started since are its own.
+    pub at: DateTime<Utc>,
+}
+
+/// Launches a claimed flow run: its Northflank job and exactly one run of it.
+pub async fn launch(
+    worker: &Worker,
+    claimed: &Claimed<'_>,
+    how: Launch,
+    log: &mut RunLog,
+) -> Result<Launched, LaunchError> {
+    let &Claimed {
+        pool,
+        flow_run,
+        deployment,
+        at: claimed_at,
+    } = claimed;
+    let ttl = worker.settings.polling.interval;
+    let flow = worker
+        .lookups()
+        .flow(&worker.prefect, flow_run.flow_id, ttl)
+        .await?;
+    let rendered = render_job(worker, pool, flow_run, deployment, &flow).await?;
+    for warning in &rendered.warnings {
+        log.warn(warning.clone());
+    }
+    propose_submitting(worker, flow_run).await?;
+    worker.memory().note_project(&rendered.project_id);
+    let started = start(worker, &rendered, claimed_at, how).await?;
+    tracing::Span::current()
+        .record("job", started.job.as_str())
+        .record("run", started.run.as_str());
+    let pid = record(worker, pool, flow_run, &rendered, &started, log).await;
+    announce(worker, pool, flow_run, deployment, &flow, &started.run);
+    Ok(Launched {
+        pid,
+        adopted: started.adopted,
+    })
+}
+
+/// The Northflank request bodies for the flow run.
+async fn render_job(
+    worker: &Worker,
+    pool: &WorkPool,
+    flow_run: &FlowRun,
+    deployment: &Deployment,
+    flow: &Flow,
+) -> Result<Rendered, LaunchError> {
+    let configuration = config::resolve(worker, pool, &deployment.job_variables, flow_run).await?;
+    let facts = RunFacts {
+        flow_run_id: flow_run.id,
+        flow_run_name: flow_run.name.clone(),
+        flow_id: flow.id,
+        flow_name: flow.name.clone(),
+        deployment_id: Some(deployment.id),
+        deployment_name: Some(deployment.name.clone()),
+        worker_name: worker.settings.prefect.worker_name.clone(),
+        api_url: worker.settings.prefect.api_url.clone(),
+        auth: worker.credentials.prefect.clone(),
+        marker: worker.installation(Some(pool.id)).marker(),
+    };
+    Ok(render::to_northflank(&configuration, &facts)?)
+}
+
+/// The 3.9 sub-state; older servers abort it, which changes nothing for us. An answer that
+/// shows the run has left PENDING (cancelled meanwhile) ends the submission before any job.
+async fn propose_submitting(worker: &Worker, flow_run: &FlowRun) -> Result<(), LaunchError> {
+    match worker
+        .prefect
+        .set_state(flow_run.id, &Proposal::submitting())
+        .await
+    {
+        Ok(r) => match r.state.filter(|s| s.kind != StateType::Pending) {
+            Some(moved) => Err(LaunchError::LeftPending {
+                state: format!("{:?}", moved.kind).to_uppercase(),
+            }),
+            None => Ok(()),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "could not propose Submitting");
+            Ok(())
+        }
+    }
+}
+
+/// The job and its one run, with the client the run's credentials choose.
+async fn start(
+    worker: &Worker,
+    rendered: &Rendered,
+    claimed_at: DateTime<Utc>,
+    how: Launch,
+) -> Result<Started, LaunchError> {
+    let own_credentials = rendered.credentials.is_some();
+    let nf = config::northflank_client(worker, rendered.credentials.as_ref()).map_err(|error| {
+        LaunchError::Northflank {
+            error,
+            written: None,
+            own_credentials,
+        }
+    })?;
+    let spec = JobAndRun {
+        project: &rendered.project_id,
+        job_name: rendered.job_name,
+        create_job: &rendered.create_job,
+        start_run: &rendered.start_run,
+        claimed_at,
+        look_first: how == Launch::Resume,
+    };
+    job_run::launch(&nf, &spec)
+        .await
+        .map_err(|e| LaunchError::Northflank {
+            own_credentials,
+            written: e.job_written.then(|| {
+                Box::new(WrittenJob {
+                    client: nf.clone(),
+                    project: rendered.project_id.clone(),
+                    job: rendered.job_name.to_string(),
+                })
+            }),
+            error: e.source,
+        })
+}
+
+/// Writes what Prefect keeps about the launch: the `infrastructure_pid`, the worker labels, and
+/// the flow run's log lines. Returns the pid.
+async fn record(
+    worker: &Worker,
+    pool: &WorkPool,
+    flow_run: &FlowRun,
+    rendered: &Rendered,
+    started: &Started,
+    log: &mut RunLog,
+) -> InfrastructurePid {
+    let prefect = &worker.prefect;
+    let pid = InfrastructurePid {
+        project: rendered.project_id.clone(),
+        job: started.job.clone(),
+        run: started.run.clone(),
+        keep_job: !rendered.cleanup_job,
+        own_credentials: rendered.credentials.is_some(),
+    };
+    if let Err(e) = prefect
+        .set_infrastructure_pid(flow_run.id, &pid.to_string())
+        .await
+    {
+        log.warn(format!(
+            "An error occurred while setting the `infrastructure_pid` on flow run '{}': {e}. The webhook will rely on the job name.",
+            flow_run.id
+        ));
+    }
+    // Labels are informational, so a failure is only logged, and they come after the
+    // Northflank run so that they never delay it: Prefect updates labels by reading then
+    // writing the flow run, which a busy SQLite backend refuses (503) whenever another write
+    // commits in between. A short retry policy keeps a busy server from being asked again
+    // and again.
+    let few_retries = RetryPolicy {
+        max_retries: 3,
+        jitter: 0.5,
+        ..RetryPolicy::new(std::time::Duration::from_millis(300))
+    };
+    let labelled = prefect
+        .with_retries(few_retries)
+        .update_labels(flow_run.id, &labels(worker, pool))
+        .await;
+    if let Err(e) = labelled {
+        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
+    }
+    log.info(format!(
+        "Flow run '{}' submitted to infrastructure",
+        flow_run.name
+    ));
+    log.info(format!(
+        "Northflank job '{}' in project '{}' {} run '{}': {}",
+        started.job,
+        rendered.project_id,
+        if started.adopted {
+            "resumed its existing"
+        } else {
+            "started"
+        },
+        started.run,
+        worker
+            .settings
+            .northflank
+            .job_link(&rendered.project_id, started.job.as_str())
+    ));
+    pid
+}
+
+fn labels(worker: &Worker, pool: &WorkPool) -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert(
+        "prefect.worker.name".into(),
+        json!(worker.settings.prefect.worker_name),
+    );
+    labels.insert("prefect.worker.type".into(), json!(crate::WORKER_TYPE));
+    labels.insert("prefect.work-pool.name".into(), json!(pool.name));
+    labels.insert("prefect.work-pool.id".into(), json!(pool.id));
+    labels
+}
+
+/// The `submitted-flow-run` event, as the Python worker emits it.
+fn announce(
+    worker: &Worker,
+    pool: &WorkPool,
+    flow_run: &FlowRun,
+    deployment: &Deployment,
+    flow: &Flow,
+    nf_run: &str,
+) {
+    let mut tags = deployment.tags.clone();
+    tags.extend(flow.tags.iter().cloned());
+    tags.extend(flow_run.tags.iter().cloned());
+    let related = events::Related {
+        flow_run: (flow_run.id, flow_run.name.clone()),
+        flow: (flow.id, Some(flow.name.clone())),
+        deployment: Some((deployment.id, Some(deployment.name.clone()))),
+        tags,
+        work_pool: (Some(pool.id), pool.name.clone()),
+    };
+    worker.keep_event(events::submitted(
+        &worker.settings.prefect.worker_name,
+        &related,
+        nf_run,
+    ));
+}

@@ -1,0 +1,7 @@
+//! Setting an installation up: the work pool (and the `northflank` block type), the Northflank
+//! notification integration that calls the webhook, and instant dispatch's Prefect automation.
+//! The CLI runs these; nothing else does.
+
+pub mod automation;
+pub mod integration;
+pub mod pool;

@@ -1,0 +1,142 @@
+//! The context every step runs in: settings, credentials, the two API clients, and the state
+//! one process keeps between invocations (caches, reconciliation's memory, the outbox, instant
+//! dispatch's gate). It imports only the base layer; the steps above it own no state of their
+//! own.
+
+mod activity;
+mod current;
+mod gate;
+mod lookups;
+mod memory;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::{Credentials, Settings};
+use crate::northflank::{NorthflankClient, NorthflankError};
+use crate::ownership::{Installation, ServerId};
+use crate::prefect::logs::RunLog;
+use crate::prefect::outbox::Outbox;
+use crate::prefect::{PrefectClient, PrefectError};
+
+pub use activity::{Activity, Running};
+pub use current::Current;
+pub use gate::Gate;
+pub use lookups::Lookups;
+pub use memory::Memory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Prefect(#[from] PrefectError),
+    #[error(transparent)]
+    Northflank(#[from] NorthflankError),
+}
+
+/// What one process keeps between invocations, shared by every clone of its worker.
+#[derive(Default)]
+pub struct Kept {
+    /// What reconciliation remembers.
+    pub memory: Mutex<Memory>,
+    /// Deployments and flows read recently.
+    pub lookups: Lookups,
+    /// Flow-run log lines and worker events waiting to be sent.
+    pub outbox: Outbox,
+    /// Instant dispatch: at most one at a time, and at most one more pending.
+    pub gate: Gate,
+    /// The dispatch invocations running now, and the most there have been.
+    pub activity: Arc<Activity>,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub settings: Settings,
+    pub credentials: Credentials,
+    pub prefect: PrefectClient,
+    pub northflank: NorthflankClient,
+    pub kept: Arc<Kept>,
+}
+
+impl Worker {
+    pub fn new(settings: Settings, credentials: Credentials) -> Result<Self, WorkerError> {
+        let prefect = PrefectClient::new(
+            &settings.prefect.api_url,
+            credentials.prefect.clone(),
+            &settings.prefect.worker_name,
+            settings.northflank.retry_base,
+        )?;
+        let northflank = NorthflankClient::new(
+            &settings.northflank.api_url,
+            credentials.northflank_token.clone(),
+            settings.northflank.retry_base,
+        )?;
+        Ok(Worker {
+            settings,
+            credentials,
+            prefect,
+            northflank,
+            kept: Arc::default(),
+        })
+    }
+
+    /// The same worker, with what it keeps, using other credentials (they were rotated).
+    pub fn with_credentials(&self, credentials: Credentials) -> Result<Self, WorkerError> {
+        let fresh = Worker::new(self.settings.clone(), credentials)?;
+        Ok(Worker {
+            kept: self.kept.clone(),
+            ..fresh
+        })
+    }
+
+    /// The same worker with both clients bounded by `deadline`.
+    pub fn until(&self, deadline: tokio::time::Instant) -> Self {
+        Worker {
+            settings: self.settings.clone(),
+            credentials: self.credentials.clone(),
+            prefect: self.prefect.with_deadline(deadline),
+            northflank: self.northflank.with_deadline(deadline),
+            kept: self.kept.clone(),
+        }
+    }
+
+    /// This installation: the worker's pool (its id once read) on its Prefect server.
+    pub fn installation(&self, pool_id: Option<uuid::Uuid>) -> Installation {
+        Installation {
+            pool_name: self.settings.prefect.work_pool.clone(),
+            pool_id,
+            server: ServerId::of_api_url(&self.settings.prefect.api_url),
+        }
+    }
+
+    /// Reconciliation's memory. A poisoned lock still holds valid data (every update is one
+    /// statement), so it is used anyway.
+    pub fn memory(&self) -> MutexGuard<'_, Memory> {
+        self.kept.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn lookups(&self) -> &Lookups {
+        &self.kept.lookups
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.kept.gate
+    }
+
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.kept.activity
+    }
+
+    /// Keeps a flow run's messages for the next [`Worker::send_pending`].
+    pub fn keep_logs(&self, log: &mut RunLog) {
+        self.kept.outbox.keep_logs(log);
+    }
+
+    /// Keeps a worker event for the next [`Worker::send_pending`].
+    pub fn keep_event(&self, event: serde_json::Value) {
+        self.kept.outbox.keep_event(event);
+    }
+
+    /// Sends the kept log lines and events.
+    pub async fn send_pending(&self) {
+        self.kept.outbox.send(&self.prefect).await;
+    }
+}
