@@ -1,5 +1,5 @@
 """Runs SAM's own transform (the samtranslator package) over template.yaml, offline, and prints
-the CloudFormation it generates as JSON. tests/template.rs asserts on the result: linting does not
+the CloudFormation it generates as JSON. tests/it/template.rs asserts on the result: linting does not
 see the resources SAM generates (the Function URL's permissions, the scheduler, the policies).
 
 Usage: python scripts/sam_transform.py template.yaml [Name=Value ...]
