@@ -9,7 +9,8 @@ UV_VERSION="0.9.30"
 RUN_DIR="${PFNF_RUN_DIR:-$ROOT/.tmp/run-$$}"
 PIDS=()
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each step's line says how many seconds the script has run, so a slow step shows.
+log() { printf '\033[1m==> [%ss] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
 cleanup() {
   local pid
@@ -113,22 +114,31 @@ await_moto() {
 # (PREFECT_API_URL), one with basic auth and CSRF protection (PFNF_TEST_AUTH_API_URL,
 # PFNF_TEST_AUTH_STRING), and moto (PFNF_TEST_MOTO_URL).
 start_test_servers() {
-  local port auth_port
-  port="$(free_port)"
-  auth_port="$(free_port)"
-  local auth="admin:test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+  launch_test_servers
+  await_test_servers
+}
+
+# The two halves of start_test_servers, for a caller with other work to do while the servers
+# start (they take tens of seconds).
+launch_test_servers() {
+  TEST_PORT="$(free_port)"
+  TEST_AUTH_PORT="$(free_port)"
+  TEST_AUTH="admin:test-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
   # Runs are only "Late" after 5 minutes here: the late-runs service rewrites every overdue
   # run's state every 5 s, which on SQLite starves the tests' own writes.
   local quiet=PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS=300
-  launch_prefect prefect "$port" "$quiet"
-  launch_prefect prefect-auth "$auth_port" "$quiet" PREFECT_SERVER_API_AUTH_STRING="$auth" \
+  launch_prefect prefect "$TEST_PORT" "$quiet"
+  launch_prefect prefect-auth "$TEST_AUTH_PORT" "$quiet" PREFECT_SERVER_API_AUTH_STRING="$TEST_AUTH" \
     PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true
   launch_moto
-  await_prefect prefect "$port"
-  await_prefect prefect-auth "$auth_port"
+}
+
+await_test_servers() {
+  await_prefect prefect "$TEST_PORT"
+  await_prefect prefect-auth "$TEST_AUTH_PORT"
   await_moto
-  export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_HOME="$RUN_DIR/prefect"
-  export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$auth_port/api" PFNF_TEST_AUTH_STRING="$auth"
+  export PREFECT_API_URL="http://127.0.0.1:$TEST_PORT/api" PREFECT_HOME="$RUN_DIR/prefect"
+  export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$TEST_AUTH_PORT/api" PFNF_TEST_AUTH_STRING="$TEST_AUTH"
 }
 
 # `cargo lambda build --release --arm64` (zig links for arm64), then the artifact sizes.
