@@ -133,7 +133,6 @@ pub struct Refusals {
 #[derive(Debug, Default)]
 struct Tally {
     since_report: u64,
-    total: u64,
     reported_at: Option<Instant>,
 }
 
@@ -149,7 +148,6 @@ impl Refusals {
     pub fn count(&self, now: Instant) -> Option<u64> {
         let mut tally = self.state.lock().unwrap_or_else(|e| e.into_inner());
         tally.since_report += 1;
-        tally.total += 1;
         let due = tally
             .reported_at
             .is_none_or(|at| now.duration_since(at) >= self.interval);
@@ -158,11 +156,6 @@ impl Refusals {
         }
         tally.reported_at = Some(now);
         Some(std::mem::take(&mut tally.since_report))
-    }
-
-    /// Every refusal so far.
-    pub fn total(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
     fn refuse(&self, why: Refusal, path: &str) -> axum::response::Response {
@@ -194,32 +187,12 @@ pub enum InstantMode {
     },
 }
 
-/// Limits of the HTTP surface.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Larger bodies are refused (`PFNF_WEBHOOK_MAX_BODY`).
-    pub max_body: usize,
-    /// The longest a whole request may take (`PFNF_HTTP_REQUEST_TIMEOUT`).
-    pub request_timeout: Duration,
-    /// The longest a body may take to arrive (`PFNF_HTTP_BODY_TIMEOUT`).
-    pub body_timeout: Duration,
-}
-
-impl Limits {
-    pub fn of(settings: &WebhookSettings) -> Self {
-        Limits {
-            max_body: settings.max_body,
-            request_timeout: settings.request_timeout,
-            body_timeout: settings.body_timeout,
-        }
-    }
-}
-
 /// What the router's handlers share.
 pub struct Endpoint {
     current: Arc<Current>,
     instant: InstantMode,
-    limits: Limits,
+    /// The body limit and the timeouts (`PFNF_WEBHOOK_MAX_BODY`, `PFNF_HTTP_*_TIMEOUT`).
+    settings: WebhookSettings,
     refusals: Refusals,
 }
 
@@ -227,23 +200,19 @@ pub struct Endpoint {
 pub const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Endpoint {
-    pub fn new(current: Arc<Current>, instant: InstantMode, limits: Limits) -> Self {
+    pub fn new(current: Arc<Current>, instant: InstantMode, settings: WebhookSettings) -> Self {
         Endpoint {
             current,
             instant,
-            limits,
+            settings,
             refusals: Refusals::new(REFUSAL_REPORT_INTERVAL),
         }
-    }
-
-    pub fn refusals(&self) -> &Refusals {
-        &self.refusals
     }
 
     /// The body, up to the limit: refused from its `Content-Length` before reading, or as soon
     /// as more arrives than the limit allows.
     async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
-        let limit = self.limits.max_body;
+        let limit = self.settings.max_body;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -286,16 +255,19 @@ impl Endpoint {
 /// The router. Northflank's notifications are taken on [`WEBHOOK_PATH`] and, since a Lambda
 /// Function URL has no routes of its own, on any path the others do not claim.
 pub fn router(endpoint: Arc<Endpoint>) -> Router {
-    let limits = endpoint.limits;
+    let (body_timeout, request_timeout) = (
+        endpoint.settings.body_timeout,
+        endpoint.settings.request_timeout,
+    );
     Router::new()
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route(INSTANT_PATH, post(instant))
         .route(WEBHOOK_PATH, post(webhook))
         .fallback(webhook)
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+            request_timeout,
         ))
         .with_state(endpoint)
 }
@@ -425,6 +397,10 @@ mod tests {
             "the next report carries every refusal since the last"
         );
         assert_eq!(refusals.count(t0 + Duration::from_secs(61)), None);
-        assert_eq!(refusals.total(), 1317);
+        assert_eq!(
+            refusals.count(t0 + Duration::from_secs(120)),
+            Some(2),
+            "no refusal is lost between two reports"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! and again when Prefect or Northflank refused them during an invocation, which is what a
 //! rotated token looks like; the failed work is then tried once more with the new credentials.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::config::{Settings, Source};
 use crate::dispatch::DispatchError;
-use crate::endpoint::{self, Endpoint, InstantMode, Limits};
+use crate::endpoint::{self, Endpoint, InstantMode};
 use crate::scheduled::{self, Summary, metrics};
 use crate::worker::{Current, Worker};
 
@@ -31,10 +31,10 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// One Lambda container's worker and the endpoint's router.
+/// One Lambda container's worker, and (for the webhook function) the endpoint's router.
 pub struct App {
     current: Arc<Current>,
-    router: axum::Router,
+    router: OnceLock<axum::Router>,
 }
 
 impl App {
@@ -47,25 +47,30 @@ impl App {
     }
 
     pub fn new(worker: Worker, source: Source) -> App {
-        let limits = Limits::of(&worker.settings.webhook);
-        let current = Arc::new(Current::new(worker, Some(source)));
-        let instant = InstantMode::Inline {
-            deadline: invocation_deadline,
-        };
-        let endpoint = Endpoint::new(current.clone(), instant, limits);
         App {
-            current,
-            router: endpoint::router(Arc::new(endpoint)),
+            current: Arc::new(Current::new(worker, Some(source))),
+            router: OnceLock::new(),
         }
     }
 
+    /// The worker as it is now (its credentials may have been read again since the start).
     pub async fn worker(&self) -> Arc<Worker> {
         self.current.worker().await
     }
 
-    /// The endpoint's router, for `lambda_http::run`.
+    /// The endpoint's router, for `lambda_http::run`: built on first use, so the dispatch
+    /// function never builds it.
     pub fn router(&self) -> axum::Router {
-        self.router.clone()
+        self.router
+            .get_or_init(|| {
+                let instant = InstantMode::Inline {
+                    deadline: invocation_deadline,
+                };
+                let settings = self.current.settings().webhook.clone();
+                let endpoint = Endpoint::new(self.current.clone(), instant, settings);
+                endpoint::router(Arc::new(endpoint))
+            })
+            .clone()
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::WebhookSettings;
 use crate::dispatch::SUBMIT_RESERVE;
-use crate::endpoint::{self, Endpoint, InstantMode, Limits};
+use crate::endpoint::{self, Endpoint, InstantMode};
 use crate::scheduled;
 use crate::worker::{Current, Worker};
 
@@ -72,7 +72,7 @@ pub async fn serve(
     let endpoint = Endpoint::new(
         Arc::new(Current::new(Worker::clone(&worker), None)),
         InstantMode::Background,
-        Limits::of(settings),
+        settings.clone(),
     );
     serve_router(
         listener,

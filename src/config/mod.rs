@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use credentials::{Credentials, PrefectAuth, Secret};
 pub use read::{Lookup, parse_env_file};
-pub use source::{SECRET_ID_VAR, SecretError, Source, parse as parse_secret};
+pub use source::{SecretError, Source};
 
 use read::{list, number, positive_seconds, required, seconds, set, text, url};
 

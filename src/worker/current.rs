@@ -8,12 +8,12 @@ use std::sync::Arc;
 use tokio::sync::RwLock;
 
 use super::Worker;
-use crate::config::Source;
+use crate::config::{Settings, Source};
 
-/// The worker the Lambda functions and the local endpoint use: built once per process, and
-/// built again with fresh credentials when Prefect or Northflank refused them (a rotated token).
 pub struct Current {
     source: Option<Source>,
+    /// The settings, which never change (only the credentials are read again).
+    settings: Settings,
     worker: RwLock<Arc<Worker>>,
 }
 
@@ -22,8 +22,13 @@ impl Current {
     pub fn new(worker: Worker, source: Option<Source>) -> Self {
         Current {
             source,
+            settings: worker.settings.clone(),
             worker: RwLock::new(Arc::new(worker)),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub async fn worker(&self) -> Arc<Worker> {

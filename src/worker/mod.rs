@@ -54,6 +54,8 @@ pub struct Worker {
     pub prefect: PrefectClient,
     pub northflank: NorthflankClient,
     pub kept: Arc<Kept>,
+    /// The Prefect server's id in ownership markers, hashed once from its API URL.
+    server: ServerId,
 }
 
 impl Worker {
@@ -70,6 +72,7 @@ impl Worker {
             settings.northflank.retry_base,
         )?;
         Ok(Worker {
+            server: ServerId::of_api_url(&settings.prefect.api_url),
             settings,
             credentials,
             prefect,
@@ -95,6 +98,7 @@ impl Worker {
             prefect: self.prefect.with_deadline(deadline),
             northflank: self.northflank.with_deadline(deadline),
             kept: self.kept.clone(),
+            server: self.server,
         }
     }
 
@@ -103,7 +107,7 @@ impl Worker {
         Installation {
             pool_name: self.settings.prefect.work_pool.clone(),
             pool_id,
-            server: ServerId::of_api_url(&self.settings.prefect.api_url),
+            server: self.server,
         }
     }
 

@@ -568,12 +568,12 @@ pub fn notification(
 
 /// The endpoint's router for `worker`, as the local server serves it.
 pub fn router(worker: &Worker) -> axum::Router {
-    use prefect_nf::endpoint::{Endpoint, InstantMode, Limits};
+    use prefect_nf::endpoint::{Endpoint, InstantMode};
     let current = prefect_nf::worker::Current::new(worker.clone(), None);
     let endpoint = Endpoint::new(
         Arc::new(current),
         InstantMode::Background,
-        Limits::of(&worker.settings.webhook),
+        worker.settings.webhook.clone(),
     );
     prefect_nf::endpoint::router(Arc::new(endpoint))
 }
