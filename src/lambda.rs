@@ -40,7 +40,7 @@ pub struct App {
 impl App {
     /// Settings from the environment, credentials from the secret (or the environment).
     pub async fn from_env() -> Result<App, Error> {
-        let settings = Settings::from_lookup(&env_var)?;
+        let settings = Settings::from_env()?;
         let source = Source::from_lookup(&env_var).await;
         let credentials = source.load().await?;
         Ok(App::new(Worker::new(settings, credentials)?, source))

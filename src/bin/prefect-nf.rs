@@ -212,12 +212,19 @@ impl Env {
             .or_else(|| self.0.get(name).cloned())
     }
 
+    /// Every variable: the file's, with the process environment over it.
+    fn vars(&self) -> BTreeMap<String, String> {
+        let mut vars = self.0.clone();
+        vars.extend(std::env::vars());
+        vars
+    }
+
     async fn credentials(&self) -> Result<Credentials, Error> {
         Ok(Source::from_lookup(&|k| self.get(k)).await.load().await?)
     }
 
     async fn worker(&self) -> Result<Worker, Error> {
-        let settings = Settings::from_lookup(&|k| self.get(k))?;
+        let settings = Settings::from_vars(&self.vars())?;
         Ok(Worker::new(settings, self.credentials().await?)?)
     }
 
@@ -379,11 +386,12 @@ fn dry_run_facts(env: &Env, pool_id: Option<uuid::Uuid>) -> RunFacts {
         pool_id,
         server: ServerId::of_api_url(&api_url),
     });
+    let (flow_run_name, flow_name) = ("dry-run", "flow");
     RunFacts {
         flow_run_id: prefect_nf::ids::FlowRunId(uuid::Uuid::nil()),
-        flow_run_name: "dry-run".into(),
+        flow_run_name: flow_run_name.into(),
         flow_id: uuid::Uuid::nil(),
-        flow_name: "flow".into(),
+        flow_name: flow_name.into(),
         deployment_id: None,
         deployment_name: None,
         worker_name: env
@@ -391,6 +399,11 @@ fn dry_run_facts(env: &Env, pool_id: Option<uuid::Uuid>) -> RunFacts {
             .unwrap_or_else(|| "prefect-nf".into()),
         api_url,
         auth: PrefectAuth::from_lookup(&|k| env.get(k)),
+        settings_env: prefect_nf::config::flow_run_env(&env.vars()),
+        ctx: RunFacts::ctx_of(
+            serde_json::json!({"id": uuid::Uuid::nil(), "name": flow_run_name}),
+            serde_json::json!({"id": uuid::Uuid::nil(), "name": flow_name}),
+        ),
         marker,
     }
 }
@@ -410,6 +423,7 @@ async fn deployment_variables(
         .ok_or(format!("deployment '{name}' does not exist"))?;
     (facts.flow_name, facts.deployment_id, facts.deployment_name) =
         (flow.to_string(), Some(d.id), Some(d.name));
+    facts.ctx["flow"]["name"] = Value::String(flow.to_string());
     Ok(d.job_variables)
 }
 

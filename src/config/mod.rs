@@ -10,6 +10,7 @@ mod credentials;
 mod read;
 mod source;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use credentials::{Credentials, PrefectAuth, Secret};
@@ -56,6 +57,11 @@ pub struct PrefectSettings {
     /// `PFNF_WORKER_NAME`: one stable name shared by every invocation, so the UI shows one
     /// worker (default `prefect-nf`).
     pub worker_name: String,
+    /// The worker process's own Prefect settings (`PREFECT_*` variables, e.g.
+    /// `PREFECT_LOGGING_LEVEL`), passed on to every flow run's environment as every Prefect
+    /// worker does (`BaseJobConfiguration._base_environment`). Secrets are not among them: see
+    /// [`flow_run_env`].
+    pub flow_run_env: BTreeMap<String, String>,
 }
 
 /// How one dispatch invocation polls and submits.
@@ -207,6 +213,7 @@ impl Settings {
                 work_pool: work_pool.into(),
                 work_queues: Vec::new(),
                 worker_name: "prefect-nf".to_string(),
+                flow_run_env: BTreeMap::new(),
             },
             polling: PollingSettings::default(),
             reconcile: ReconcileSettings::default(),
@@ -227,9 +234,48 @@ impl Settings {
         })
     }
 
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&read::env_var)
+    /// Settings from a complete set of variables: looked up by name, and scanned for the
+    /// Prefect settings passed on to flow runs.
+    pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut settings = Self::from_lookup(&|k| vars.get(k).cloned())?;
+        settings.prefect.flow_run_env = flow_run_env(vars);
+        Ok(settings)
     }
+
+    /// Settings from the process environment (Lambda's function environment, or the shell's).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+}
+
+/// Variables holding credentials, by name. Prefect's own credentials reach the flow run through
+/// the run's environment ([`PrefectAuth::container_env`]); other secret settings (database
+/// passwords and URLs, server auth) belong to a server, not to a flow run, and are not passed on.
+fn is_secret_setting(name: &str) -> bool {
+    [
+        "KEY",
+        "SECRET",
+        "PASSWORD",
+        "TOKEN",
+        "AUTH_STRING",
+        "CONNECTION_URL",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// The worker's Prefect settings a flow run inherits: every `PREFECT_*` variable except the API
+/// URL (the worker sets its own), the per-run `PREFECT__*` ones (set per flow run) and secrets.
+pub fn flow_run_env(vars: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    vars.iter()
+        .filter(|(name, _)| {
+            name.starts_with("PREFECT_")
+                && !name.starts_with("PREFECT__")
+                && name.as_str() != "PREFECT_API_URL"
+                && !is_secret_setting(name)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl PrefectSettings {
@@ -253,6 +299,7 @@ impl PrefectSettings {
             work_pool: required(get, "PFNF_WORK_POOL")?,
             work_queues: list(get, "PFNF_WORK_QUEUES").unwrap_or_default(),
             worker_name,
+            flow_run_env: BTreeMap::new(),
         })
     }
 }
@@ -393,6 +440,39 @@ fn metrics_namespace(get: Lookup) -> Result<Option<String>, ConfigError> {
 mod tests {
     use super::read::tests::lookup;
     use super::*;
+
+    #[test]
+    fn flow_runs_inherit_the_workers_prefect_settings_but_no_secret() {
+        let vars: BTreeMap<String, String> = [
+            ("PREFECT_API_URL", "http://x/api"),
+            ("PFNF_WORK_POOL", "nf"),
+            ("PREFECT_LOGGING_LEVEL", "DEBUG"),
+            ("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true"),
+            ("PREFECT_API_KEY", "pnu_secret"),
+            ("PREFECT_API_AUTH_STRING", "admin:pass"),
+            ("PREFECT_API_DATABASE_PASSWORD", "pw"),
+            (
+                "PREFECT_API_DATABASE_CONNECTION_URL",
+                "postgresql://u:pw@h/db",
+            ),
+            ("PREFECT__FLOW_RUN_ID", "x"),
+            ("PFNF_WORKER_NAME", "w"),
+            ("HOME", "/root"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = Settings::from_vars(&vars).unwrap();
+        let passed: Vec<&str> = s.prefect.flow_run_env.keys().map(String::as_str).collect();
+        assert_eq!(
+            passed,
+            [
+                "PREFECT_LOGGING_LEVEL",
+                "PREFECT_RESULTS_PERSIST_BY_DEFAULT"
+            ]
+        );
+        assert_eq!(s.prefect.work_pool, "nf");
+    }
 
     #[test]
     fn settings_defaults_and_overrides() {

@@ -68,7 +68,9 @@ impl State {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A flow run. The fields the worker reads are typed; the rest is kept as the API sent it,
+/// for `{{ ctx.flow_run.* }}` in a job's name ([`FlowRun::to_json`]).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct FlowRun {
     pub id: FlowRunId,
     #[serde(default)]
@@ -98,9 +100,16 @@ pub struct FlowRun {
     pub expected_start_time: Option<DateTime<Utc>>,
     #[serde(default)]
     pub next_scheduled_start_time: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
 }
 
 impl FlowRun {
+    /// The flow run as the API represents it.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
     pub fn state_type(&self) -> Option<StateType> {
         self.state.as_ref().map(|s| s.kind)
     }
@@ -135,13 +144,22 @@ pub struct Deployment {
     pub tags: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A flow; like [`FlowRun`], it keeps what it does not type, for `{{ ctx.flow.* }}`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Flow {
     pub id: Uuid,
     #[serde(default)]
     pub name: String,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl Flow {
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 /// An automation, as far as setup reads it.

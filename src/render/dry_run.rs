@@ -3,7 +3,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{RenderError, RunFacts, job::SECRET_ENV, resolve_configuration, to_northflank};
+use super::{
+    RenderError, RenderInput, RunFacts, job::SECRET_ENV, prepare_name, render,
+    resolve_configuration,
+};
 use prefect_templating::{Lookup, LookupError};
 
 pub const REDACTED: &str = "********";
@@ -30,17 +33,28 @@ pub async fn dry_run(
     lookup: &impl Lookup,
 ) -> Result<Value, RenderError> {
     let env = |name: &str| std::env::var(name).ok();
-    let config = resolve_configuration(
-        &input.template,
-        &input.deployment_variables,
-        &input.flow_run_variables,
-        lookup,
-        &env,
-    )
-    .await?;
     Ok(match stage {
-        Stage::Config => redact_config(config),
-        Stage::Northflank => to_northflank(&config, &input.facts)?.redacted(),
+        Stage::Config => {
+            let mut config = resolve_configuration(
+                &input.template,
+                &input.deployment_variables,
+                &input.flow_run_variables,
+                lookup,
+                &env,
+            )
+            .await?;
+            prepare_name(&mut config, &input.facts.ctx, &env);
+            redact_config(config)
+        }
+        Stage::Northflank => {
+            let render_input = RenderInput {
+                template: &input.template,
+                deployment_variables: &input.deployment_variables,
+                flow_run_variables: &input.flow_run_variables,
+                facts: &input.facts,
+            };
+            render(&render_input, lookup, &env).await?.redacted()
+        }
     })
 }
 
@@ -114,6 +128,8 @@ mod tests {
                 worker_name: "w".into(),
                 api_url: "http://127.0.0.1:4200/api".into(),
                 auth: PrefectAuth::ApiKey(Secret::new("pnu_secret")),
+                settings_env: Default::default(),
+                ctx: json!({"flow": {"name": "flow"}, "flow_run": {"name": "dry-run"}}),
                 marker: None,
             },
         }

@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::RenderError;
 
+const BOOL_RULE: &str =
+    "must be true or false (also accepted: yes/no, on/off, y/n, t/f, 1/0, in any case)";
+
 pub(super) struct Fields<'a>(pub &'a Map<String, Value>);
 
 fn invalid(key: &str, value: &Value, rule: impl Into<String>) -> RenderError {
@@ -36,17 +39,19 @@ impl Fields<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            // Templated values arrive as strings when embedded; accept Python's spellings.
+            // Templated values arrive as strings when embedded; accept every spelling the
+            // Python worker's pydantic fields accept.
             Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" => Ok(Some(true)),
-                "false" => Ok(Some(false)),
-                _ => Err(invalid(
-                    key,
-                    &Value::String(s.clone()),
-                    "must be true or false",
-                )),
+                "true" | "t" | "yes" | "y" | "on" | "1" => Ok(Some(true)),
+                "false" | "f" | "no" | "n" | "off" | "0" => Ok(Some(false)),
+                _ => Err(invalid(key, &Value::String(s.clone()), BOOL_RULE)),
             },
-            Some(v) => Err(invalid(key, v, "must be true or false")),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(1.0) => Ok(Some(true)),
+                Some(0.0) => Ok(Some(false)),
+                _ => Err(invalid(key, &Value::Number(n.clone()), BOOL_RULE)),
+            },
+            Some(v) => Err(invalid(key, v, BOOL_RULE)),
         }
     }
 

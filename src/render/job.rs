@@ -41,14 +41,7 @@ pub fn to_northflank(
     let mut body = Map::new();
     body.insert("name".into(), json!(job_name.to_string()));
     describe(&f, facts, &mut body, &mut warnings)?;
-    if let Some(arch) = f.string("infrastructure_architecture")? {
-        if arch != "x86" && arch != "arm" {
-            return Err(invalid_value(
-                "infrastructure_architecture",
-                &arch,
-                "must be x86 or arm",
-            ));
-        }
+    if let Some(arch) = architecture(&f)? {
         body.insert("infrastructure".into(), json!({"architecture": arch}));
     }
     if deployment.contains_key("vcs") {
@@ -69,6 +62,21 @@ pub fn to_northflank(
         credentials: credentials(&f)?,
         warnings,
     })
+}
+
+/// `x86` or `arm`, in any case: the Python worker lower-cases it (`X86` works there).
+fn architecture(f: &Fields) -> Result<Option<String>, RenderError> {
+    let Some(arch) = f.string("infrastructure_architecture")? else {
+        return Ok(None);
+    };
+    match arch.to_ascii_lowercase().as_str() {
+        a @ ("x86" | "arm") => Ok(Some(a.to_string())),
+        _ => Err(invalid_value(
+            "infrastructure_architecture",
+            &arch,
+            "must be x86 or arm (in any case)",
+        )),
+    }
 }
 
 fn project(f: &Fields) -> Result<String, RenderError> {
@@ -180,7 +188,7 @@ fn check(re: &regex::Regex, variable: &str, value: &str, rule: &str) -> Result<(
 /// attribution variables, then the rendered `env`; `runtime_environment` wins over all of them,
 /// and a `null` unsets. Credentials are then moved to the run's own environment.
 fn environment(f: &Fields, facts: &RunFacts) -> Result<(Env, Env), RenderError> {
-    let mut env = BTreeMap::new();
+    let mut env = facts.settings_env.clone();
     let mut put = |k: &str, v: &str| {
         env.insert(k.to_string(), v.to_string());
     };
@@ -213,8 +221,56 @@ fn environment(f: &Fields, facts: &RunFacts) -> Result<(Env, Env), RenderError> 
     Ok((env, run_env))
 }
 
+/// Variables that only mean something with their anchor: set without it, they would be
+/// dropped and the default image would run instead, so they are an error naming the anchor.
+const ANCHORED: &[(&str, &[&str])] = &[
+    (
+        "deployment_internal_id",
+        &[
+            "deployment_internal_branch",
+            "deployment_internal_build_sha",
+            "deployment_internal_build_id",
+        ],
+    ),
+    (
+        "deployment_vcs_project_url",
+        &[
+            "deployment_vcs_project_type",
+            "deployment_vcs_project_branch",
+            "deployment_vcs_self_hosted_vcs_id",
+            "deployment_vcs_account_login",
+            "deployment_vcs_vcs_link_id",
+            "build_dockerfile_path",
+            "build_docker_work_dir",
+            "build_buildpack_builder",
+            "billing_build_plan",
+        ],
+    ),
+];
+
+fn anchors(f: &Fields) -> Result<(), RenderError> {
+    for (anchor, dependents) in ANCHORED {
+        if f.string(anchor)?.is_some() {
+            continue;
+        }
+        for dependent in *dependents {
+            if let Some(value) = f.string(dependent)? {
+                return Err(invalid_value(
+                    dependent,
+                    &value,
+                    format!(
+                        "needs `{anchor}`, which is not set: set it too, or remove `{dependent}`"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Exactly one of the external image, the internal build and the Git build.
 fn source(f: &Fields, warnings: &mut Vec<String>) -> Result<Map<String, Value>, RenderError> {
+    anchors(f)?;
     let image = f.string("deployment_external_image_path")?;
     let internal = f.string("deployment_internal_id")?;
     let vcs = f.string("deployment_vcs_project_url")?;

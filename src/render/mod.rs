@@ -1,15 +1,21 @@
 //! Job rendering: a pool's base job template plus the deployment's and the flow run's job
 //! variables become the exact Northflank create-job and start-run bodies.
 //!
-//! Two stages, both used by dispatch and by the `render` dry run:
+//! Two stages, both used by dispatch and by the `render` dry run ([`render`] runs both):
 //! 1. [`resolve_configuration`]: Prefect's own templating (merge, placeholders, blocks,
 //!    variables), giving the resolved job configuration;
 //! 2. [`job::to_northflank`]: that configuration plus the run's facts → request bodies.
+//!
+//! Between them, what Prefect's `prepare_for_flow_run` adds ([`prepare_name`]), and a check that
+//! no job variable the user set was silently dropped by an older pool template ([`gaps`]).
 
 pub mod dry_run;
 mod fields;
+pub mod gaps;
 pub mod job;
 pub mod rules;
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -54,6 +60,12 @@ pub struct RunFacts {
     pub worker_name: String,
     pub api_url: String,
     pub auth: PrefectAuth,
+    /// The worker's own Prefect settings, first in the container's environment
+    /// ([`crate::config::PrefectSettings::flow_run_env`]).
+    pub settings_env: BTreeMap<String, String>,
+    /// `{"flow": …, "flow_run": …}` as the API returns them: what `{{ ctx.flow.* }}` and
+    /// `{{ ctx.flow_run.* }}` in the `name` variable refer to.
+    pub ctx: Value,
     /// This installation's ownership marker, appended to the job's description; `None` only in
     /// a dry run without a work pool.
     pub marker: Option<crate::ownership::Marker>,
@@ -98,6 +110,69 @@ impl Rendered {
             "credentials": self.credentials.as_ref().map(|c| serde_json::json!({"api_token": dry_run::REDACTED, "base_url": c.base_url})),
             "warnings": self.warnings,
         })
+    }
+}
+
+/// What a flow run's job is made from.
+pub struct RenderInput<'a> {
+    pub template: &'a Value,
+    pub deployment_variables: &'a Map<String, Value>,
+    pub flow_run_variables: &'a Map<String, Value>,
+    pub facts: &'a RunFacts,
+}
+
+/// Both stages, as dispatch runs them and the dry run shows them: the bodies, with a warning for
+/// every job variable the pool's template dropped, and an error that says so when the rendering
+/// failed for want of one.
+pub async fn render(
+    input: &RenderInput<'_>,
+    lookup: &impl prefect_templating::Lookup,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Rendered, RenderError> {
+    let dropped = gaps::dropped(
+        input.template,
+        input.deployment_variables,
+        input.flow_run_variables,
+    );
+    let mut config = resolve_configuration(
+        input.template,
+        input.deployment_variables,
+        input.flow_run_variables,
+        lookup,
+        env,
+    )
+    .await?;
+    prepare_name(&mut config, &input.facts.ctx, env);
+    let mut rendered =
+        to_northflank(&config, input.facts).map_err(|e| gaps::explain(e, &dropped))?;
+    let mut warnings: Vec<String> = dropped.iter().map(gaps::warning).collect();
+    warnings.append(&mut rendered.warnings);
+    rendered.warnings = warnings;
+    Ok(rendered)
+}
+
+/// Prefect's `prepare_for_flow_run` renders `{{ ctx.flow.* }}` and `{{ ctx.flow_run.* }}` in
+/// the `name` job variable (`apply_values` with `remove_notset`): a name that is one missing
+/// placeholder stays as written, a missing placeholder inside text becomes "".
+pub fn prepare_name(
+    config: &mut Map<String, Value>,
+    ctx: &Value,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) {
+    let Some(name @ Value::String(_)) = config.get("name") else {
+        return;
+    };
+    let mut values = Map::new();
+    values.insert("ctx".into(), ctx.clone());
+    if let Some(rendered) = prefect_templating::apply_values(name, &values, &|k| env(k)) {
+        config.insert("name".into(), rendered);
+    }
+}
+
+impl RunFacts {
+    /// The `ctx` of [`RunFacts::ctx`] from the flow run's and the flow's API representations.
+    pub fn ctx_of(flow_run: Value, flow: Value) -> Value {
+        serde_json::json!({"flow": flow, "flow_run": flow_run})
     }
 }
 

@@ -23,9 +23,14 @@ pub async fn resolve(
         deployment_variables,
         &flow_run.job_variables,
         &worker.prefect,
-        &|name| std::env::var(name).ok(),
+        &process_env,
     )
     .await
+}
+
+/// `{{ $NAME }}` placeholders read the worker process's environment, as in Prefect.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// The Northflank client for a configuration's credentials: the worker's own, or the run's.

@@ -14,7 +14,7 @@ use crate::prefect::events;
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::{Deployment, Flow, FlowRun, StateType, WorkPool};
 use crate::prefect::states::Proposal;
-use crate::render::{self, RenderError, Rendered, RunFacts};
+use crate::render::{self, RenderError, RenderInput, Rendered, RunFacts};
 use crate::retry::RetryPolicy;
 use crate::worker::Worker;
 
@@ -114,7 +114,6 @@ async fn render_job(
     deployment: &Deployment,
     flow: &Flow,
 ) -> Result<Rendered, LaunchError> {
-    let configuration = config::resolve(worker, pool, &deployment.job_variables, flow_run).await?;
     let facts = RunFacts {
         flow_run_id: flow_run.id,
         flow_run_name: flow_run.name.clone(),
@@ -125,9 +124,17 @@ async fn render_job(
         worker_name: worker.settings.prefect.worker_name.clone(),
         api_url: worker.settings.prefect.api_url.clone(),
         auth: worker.credentials.prefect.clone(),
+        settings_env: worker.settings.prefect.flow_run_env.clone(),
+        ctx: RunFacts::ctx_of(flow_run.to_json(), flow.to_json()),
         marker: worker.installation(Some(pool.id)).marker(),
     };
-    Ok(render::to_northflank(&configuration, &facts)?)
+    let input = RenderInput {
+        template: &pool.base_job_template,
+        deployment_variables: &deployment.job_variables,
+        flow_run_variables: &flow_run.job_variables,
+        facts: &facts,
+    };
+    Ok(render::render(&input, &worker.prefect, &config::process_env).await?)
 }
 
 /// The 3.9 sub-state; older servers abort it, which changes nothing for us. An answer that

@@ -93,6 +93,8 @@ async fn the_emulator_accepts_every_rendered_job_and_run() {
                                 worker_name: "w".into(),
                                 api_url: "http://127.0.0.1:4200/api".into(),
                                 auth: PrefectAuth::AuthString(Secret::new("u:p")),
+                                settings_env: Default::default(),
+                                ctx: Value::Null,
                                 marker: None,
                             };
                             let rendered = to_northflank(&config, &facts)

@@ -4,7 +4,7 @@
 
 use prefect_nf::config::{PrefectAuth, Secret};
 use prefect_nf::render::dry_run::Offline;
-use prefect_nf::render::{RenderError, Rendered, RunFacts, resolve_configuration, to_northflank};
+use prefect_nf::render::{RenderError, RenderInput, Rendered, RunFacts};
 use serde_json::{Map, Value, json};
 
 const RUN: &str = "0b9f6a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -20,16 +20,32 @@ fn facts() -> RunFacts {
         worker_name: "prefect-nf".into(),
         api_url: "https://api.prefect.cloud/api/accounts/a/workspaces/w".into(),
         auth: PrefectAuth::ApiKey(Secret::new("pnu_secret")),
+        settings_env: [
+            ("PREFECT_LOGGING_LEVEL", "DEBUG"),
+            ("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ctx: RunFacts::ctx_of(
+            json!({"id": RUN, "name": "crimson-fox", "parameters": {"region": "eu"}}),
+            json!({"id": uuid::Uuid::nil(), "name": "etl"}),
+        ),
         marker: None,
     }
 }
 
+/// Both stages, exactly as dispatch runs them.
 async fn render_with(template: Value, deployment: Value) -> Result<Rendered, RenderError> {
     let deployment: Map<String, Value> = deployment.as_object().cloned().unwrap();
-    let no_env = |_: &str| None;
-    let config =
-        resolve_configuration(&template, &deployment, &Map::new(), &Offline, &no_env).await?;
-    to_northflank(&config, &facts())
+    let facts = facts();
+    let input = RenderInput {
+        template: &template,
+        deployment_variables: &deployment,
+        flow_run_variables: &Map::new(),
+        facts: &facts,
+    };
+    prefect_nf::render::render(&input, &Offline, &|_: &str| None).await
 }
 
 async fn render(deployment: Value) -> Result<Rendered, RenderError> {
@@ -505,4 +521,222 @@ async fn a_credentials_block_becomes_the_runs_northflank_client() {
         ("nf-token", Some("https://nf.example.com"))
     );
     assert!(!r.create_job.to_string().contains("nf-token"));
+}
+
+// ---- Migrating from prefect-northflank 1.0.1 (the Python worker) ----
+
+#[tokio::test]
+async fn a_python_worker_pool_names_each_variable_its_template_drops() {
+    let r = render_with(
+        crate::helpers::python_worker_template("proj"),
+        json!({"build_configuration_docker_credentials": ["creds-1"], "billing_build_plan": "nf-compute-400-16"}),
+    )
+    .await
+    .unwrap();
+    assert!(r.create_job.get("buildConfiguration").is_none());
+    for variable in [
+        "build_configuration_docker_credentials",
+        "billing_build_plan",
+    ] {
+        assert!(
+            r.warnings.iter().any(
+                |w| w.contains(&format!("`{variable}` is set but was ignored"))
+                    && w.contains("prefect-nf work-pool update")
+            ),
+            "{variable}: {:?}",
+            r.warnings
+        );
+    }
+    // The same variables with the current template: no warning.
+    let current = render(json!({"build_configuration_docker_credentials": ["creds-1"]}))
+        .await
+        .unwrap();
+    assert!(current.warnings.is_empty(), "{:?}", current.warnings);
+    assert_eq!(
+        current.create_job["buildConfiguration"],
+        json!({"dockerCredentials": ["creds-1"]})
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_entrypoint_is_reported_as_dropped_not_as_missing() {
+    let err = render_with(
+        crate::helpers::python_worker_template("proj"),
+        json!({"deployment_docker_config_type": "customEntrypoint", "deployment_docker_custom_entrypoint": "/bin/sh"}),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`deployment_docker_custom_entrypoint`")
+            && err.contains("is set, but this work pool's base job template predates it")
+            && err.contains("prefect-nf work-pool update"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn variables_without_their_anchor_name_the_anchor() {
+    let cases = [
+        (
+            "deployment_internal_branch",
+            json!("main"),
+            "deployment_internal_id",
+        ),
+        (
+            "deployment_internal_build_sha",
+            json!("latest"),
+            "deployment_internal_id",
+        ),
+        (
+            "deployment_internal_build_id",
+            json!("b-1"),
+            "deployment_internal_id",
+        ),
+        (
+            "deployment_vcs_project_type",
+            json!("github"),
+            "deployment_vcs_project_url",
+        ),
+        (
+            "deployment_vcs_project_branch",
+            json!("main"),
+            "deployment_vcs_project_url",
+        ),
+        (
+            "deployment_vcs_account_login",
+            json!("me"),
+            "deployment_vcs_project_url",
+        ),
+        (
+            "build_dockerfile_path",
+            json!("/Dockerfile"),
+            "deployment_vcs_project_url",
+        ),
+        (
+            "build_buildpack_builder",
+            json!("HEROKU_24"),
+            "deployment_vcs_project_url",
+        ),
+        (
+            "billing_build_plan",
+            json!("nf-compute-400-16"),
+            "deployment_vcs_project_url",
+        ),
+    ];
+    for (variable, value, anchor) in cases {
+        let err = render(json!({ variable: value }))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("job variable `{variable}` = "))
+                && err.contains(&format!("needs `{anchor}`, which is not set")),
+            "{variable}: {err}"
+        );
+    }
+    // With the anchor, they are used.
+    let r =
+        render(json!({"deployment_internal_id": "builder", "deployment_internal_branch": "main"}))
+            .await
+            .unwrap();
+    assert_eq!(
+        r.create_job["deployment"]["internal"],
+        json!({"id": "builder", "branch": "main"})
+    );
+}
+
+#[tokio::test]
+async fn the_python_workers_spellings_are_accepted() {
+    for (arch, want) in [
+        ("X86", "x86"),
+        ("ARM", "arm"),
+        ("Arm", "arm"),
+        (" x86 ", "x86"),
+    ] {
+        let r = render(json!({"infrastructure_architecture": arch}))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.create_job["infrastructure"]["architecture"], want,
+            "{arch}"
+        );
+    }
+    let err = render(json!({"infrastructure_architecture": "x86_64"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be x86 or arm"), "{err}");
+    for (spelling, want) in [
+        ("yes", true),
+        ("Y", true),
+        ("on", true),
+        ("1", true),
+        ("t", true),
+        ("no", false),
+        ("OFF", false),
+        ("0", false),
+        ("f", false),
+    ] {
+        let r = render(json!({"cleanup_job": spelling})).await.unwrap();
+        assert_eq!(r.cleanup_job, want, "{spelling}");
+    }
+    let r = render(json!({"cleanup_job": 0})).await.unwrap();
+    assert!(!r.cleanup_job);
+    let err = render(json!({"billing_gpu_enabled": "maybe"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`billing_gpu_enabled` = \"maybe\"") && err.contains("yes/no"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_name_renders_prefects_ctx_placeholders() {
+    let r = render(json!({"name": "{{ ctx.flow.name }}-{{ ctx.flow_run.name }}-{{ ctx.flow_run.parameters.region }}"}))
+        .await
+        .unwrap();
+    let description = r.create_job["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("Prefect flow run 'etl-crimson-fox-eu'"),
+        "{description}"
+    );
+    // Prefect keeps a name that is one unknown placeholder as it was written.
+    let r = render(json!({"name": "{{ ctx.flow_run.nothing }}"}))
+        .await
+        .unwrap();
+    assert!(
+        r.create_job["description"]
+            .as_str()
+            .unwrap()
+            .contains("ctx.flow_run.nothing"),
+        "{}",
+        r.create_job["description"]
+    );
+}
+
+#[tokio::test]
+async fn the_workers_prefect_settings_reach_the_container_before_the_users_env() {
+    let r = render(json!({"env": {"PREFECT_LOGGING_LEVEL": "INFO"}}))
+        .await
+        .unwrap();
+    let env = &r.create_job["runtimeEnvironment"];
+    assert_eq!(env["PREFECT_RESULTS_PERSIST_BY_DEFAULT"], "true");
+    assert_eq!(env["PREFECT_LOGGING_LEVEL"], "INFO", "the user's env wins");
+    assert!(env.get("PREFECT_API_KEY").is_none());
+}
+
+#[test]
+fn the_template_schema_accepts_the_python_workers_architecture_spellings() {
+    let t = prefect_nf::setup::pool::template(None);
+    let schema = &t["variables"]["properties"]["infrastructure_architecture"]["anyOf"][0];
+    let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+    for ok in ["x86", "X86", "arm", "ARM", "Arm"] {
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    for bad in ["x86_64", "amd64", ""] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
 }
