@@ -176,6 +176,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // A long-running process is still there to send a batch later: notifications' log lines
+    // and events go out together, as dispatch's do.
+    worker.batch_sends(crate::dispatch::LOG_FLUSH_EVERY);
     let worker = Arc::new(worker);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -184,9 +187,11 @@ pub async fn run(
     }));
     let mut loop_stop = stop_rx;
     tokio::select! {
-        _ = dispatch_forever(worker, async move { let _ = loop_stop.wait_for(|stop| *stop).await; }) => {}
+        _ = dispatch_forever(worker.clone(), async move { let _ = loop_stop.wait_for(|stop| *stop).await; }) => {}
         _ = shutdown => {}
     }
     let _ = stop_tx.send(true);
-    server.await.map_err(std::io::Error::other)?
+    let served = server.await.map_err(std::io::Error::other)?;
+    worker.send_pending().await;
+    served
 }

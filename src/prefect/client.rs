@@ -87,6 +87,9 @@ struct Inner {
     auth: PrefectAuth,
     worker_name: String,
     requests: AtomicU64,
+    /// Requests the server could not take (429, 5xx, no answer): a busy SQLite server refuses
+    /// writes that collide, and their retries are counted in `requests` too.
+    refused: AtomicU64,
     /// Answers 401 or 403: the credentials may have been rotated.
     auth_failures: AtomicU64,
     /// `(client id, token)` once a server has asked for CSRF tokens.
@@ -119,6 +122,7 @@ impl PrefectClient {
                 auth,
                 worker_name: worker_name.to_string(),
                 requests: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
                 auth_failures: AtomicU64::new(0),
                 csrf: Mutex::new(None),
             }),
@@ -160,6 +164,11 @@ impl PrefectClient {
     /// Requests sent so far (retries included), for summaries and benchmarks.
     pub fn requests_sent(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Of [`PrefectClient::requests_sent`], those the server refused or never answered.
+    pub fn requests_refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
     }
 
     /// Answers 401 or 403 so far: a signal to read the credentials again.
@@ -211,8 +220,17 @@ impl PrefectClient {
             source,
         };
         let sent_at = Instant::now();
-        let resp = req.send().await.map_err(transport)?;
+        let resp = req
+            .send()
+            .await
+            .inspect_err(|_| {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            })
+            .map_err(transport)?;
         let status = resp.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        }
         let retry_after = crate::http::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(transport)?.to_vec();
         tracing::debug!(api = "prefect", method = %method, path = %path, status = status.as_u16(), ms = sent_at.elapsed().as_millis() as u64, "request");

@@ -63,6 +63,19 @@ pub struct State {
 }
 
 impl State {
+    /// A state that was not read: its type is `Unknown`, which no decision acts on.
+    pub fn unread() -> Self {
+        State {
+            id: None,
+            kind: StateType::Unknown,
+            name: None,
+            message: None,
+            timestamp: None,
+            state_details: Value::Null,
+            data: Value::Null,
+        }
+    }
+
     pub fn transition_id(&self) -> Option<&str> {
         self.state_details.get("transition_id")?.as_str()
     }

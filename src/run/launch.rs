@@ -16,7 +16,7 @@ use crate::prefect::models::{Deployment, Flow, FlowRun, StateType, WorkPool};
 use crate::prefect::states::Proposal;
 use crate::render::{self, RenderError, RenderInput, Rendered, RunFacts};
 use crate::retry::RetryPolicy;
-use crate::worker::Worker;
+use crate::worker::{KnownRun, Worker};
 
 /// A fresh submission, or the resumption of one whose submitter died.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +60,10 @@ pub struct WrittenJob {
     pub job: String,
 }
 
+/// How long a flow read is reused. A flow's name and tags (all a launch reads of it) change
+/// rarely, unlike a deployment's job variables, which are read again every poll interval.
+const FLOW_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A flow run this worker holds the claim of, with what its launch reads.
 #[derive(Clone, Copy, Debug)]
 pub struct Claimed<'a> {
@@ -83,23 +87,50 @@ pub async fn launch(
         deployment,
         at: claimed_at,
     } = claimed;
-    let ttl = worker.settings.polling.interval;
     let flow = worker
         .lookups()
-        .flow(&worker.prefect, flow_run.flow_id, ttl)
+        .flow(&worker.prefect, flow_run.flow_id, FLOW_TTL)
         .await?;
     let rendered = render_job(worker, pool, flow_run, deployment, &flow).await?;
     for warning in &rendered.warnings {
         log.warn(warning.clone());
     }
     propose_submitting(worker, flow_run).await?;
+    label(worker, pool, flow_run).await;
     worker.memory().note_project(&rendered.project_id);
-    let started = start(worker, &rendered, claimed_at, how).await?;
+    let related = related(pool, flow_run, deployment, &flow);
+    // Remembered before the run starts: its start notification may arrive before the start
+    // request has been answered.
+    let mut pid = InfrastructurePid {
+        project: rendered.project_id.clone(),
+        job: rendered.job_name.to_string(),
+        run: String::new(),
+        keep_job: !rendered.cleanup_job,
+        own_credentials: rendered.credentials.is_some(),
+    };
+    worker.memory().note_launched(
+        flow_run.id,
+        KnownRun {
+            pid: pid.clone(),
+            related: related.clone(),
+            start_noted: false,
+        },
+    );
+    let started = start(worker, &rendered, claimed_at, how)
+        .await
+        .inspect_err(|_| worker.memory().forget_launched(flow_run.id))?;
+    pid.job = started.job.clone();
+    pid.run = started.run.clone();
+    worker.memory().note_run(flow_run.id, &pid);
     tracing::Span::current()
         .record("job", started.job.as_str())
         .record("run", started.run.as_str());
-    let pid = record(worker, pool, flow_run, &rendered, &started, log).await;
-    announce(worker, pool, flow_run, deployment, &flow, &started.run);
+    worker.keep_event(events::submitted(
+        &worker.settings.prefect.worker_name,
+        &related,
+        &started.run,
+    ));
+    record(worker, flow_run, &rendered, &started, &pid, log).await;
     Ok(Launched {
         pid,
         adopted: started.adopted,
@@ -196,24 +227,17 @@ async fn start(
         })
 }
 
-/// Writes what Prefect keeps about the launch: the `infrastructure_pid`, the worker labels, and
-/// the flow run's log lines. Returns the pid.
+/// Writes what Prefect keeps about the launch: the `infrastructure_pid` and the flow run's log
+/// lines.
 async fn record(
     worker: &Worker,
-    pool: &WorkPool,
     flow_run: &FlowRun,
     rendered: &Rendered,
     started: &Started,
+    pid: &InfrastructurePid,
     log: &mut RunLog,
-) -> InfrastructurePid {
+) {
     let prefect = &worker.prefect;
-    let pid = InfrastructurePid {
-        project: rendered.project_id.clone(),
-        job: started.job.clone(),
-        run: started.run.clone(),
-        keep_job: !rendered.cleanup_job,
-        own_credentials: rendered.credentials.is_some(),
-    };
     if let Err(e) = prefect
         .set_infrastructure_pid(flow_run.id, &pid.to_string())
         .await
@@ -222,23 +246,6 @@ async fn record(
             "An error occurred while setting the `infrastructure_pid` on flow run '{}': {e}. The webhook will rely on the job name.",
             flow_run.id
         ));
-    }
-    // Labels are informational, so a failure is only logged, and they come after the
-    // Northflank run so that they never delay it: Prefect updates labels by reading then
-    // writing the flow run, which a busy SQLite backend refuses (503) whenever another write
-    // commits in between. A short retry policy keeps a busy server from being asked again
-    // and again.
-    let few_retries = RetryPolicy {
-        max_retries: 3,
-        jitter: 0.5,
-        ..RetryPolicy::new(std::time::Duration::from_millis(300))
-    };
-    let labelled = prefect
-        .with_retries(few_retries)
-        .update_labels(flow_run.id, &labels(worker, pool))
-        .await;
-    if let Err(e) = labelled {
-        tracing::warn!(error = %e, "could not set the worker labels on the flow run");
     }
     log.info(format!(
         "Flow run '{}' submitted to infrastructure",
@@ -259,7 +266,20 @@ async fn record(
             .northflank
             .job_link(&rendered.project_id, started.job.as_str())
     ));
-    pid
+}
+
+/// The worker labels, written once before the job exists, as the Python worker writes them
+/// (before its container runs, so no state write of the flow's own competes with it). Prefect
+/// updates labels by reading then writing the flow run, which a busy SQLite server refuses
+/// (503) whenever another write lands in between: a refused write is not retried at once, it
+/// waits for the next batch of logs (`Outbox`). Labels are informational; nothing waits for them.
+async fn label(worker: &Worker, pool: &WorkPool, flow_run: &FlowRun) {
+    let labels = labels(worker, pool);
+    let once = worker.prefect.with_retries(RetryPolicy::none());
+    if let Err(e) = once.update_labels(flow_run.id, &labels).await {
+        tracing::debug!(error = %e, "labels refused; sent again with the next batch");
+        worker.keep_labels(flow_run.id, labels);
+    }
 }
 
 fn labels(worker: &Worker, pool: &WorkPool) -> Map<String, Value> {
@@ -274,28 +294,21 @@ fn labels(worker: &Worker, pool: &WorkPool) -> Map<String, Value> {
     labels
 }
 
-/// The `submitted-flow-run` event, as the Python worker emits it.
-fn announce(
-    worker: &Worker,
+/// What the worker's events about the flow run relate to, as the Python worker names them.
+fn related(
     pool: &WorkPool,
     flow_run: &FlowRun,
     deployment: &Deployment,
     flow: &Flow,
-    nf_run: &str,
-) {
+) -> events::Related {
     let mut tags = deployment.tags.clone();
     tags.extend(flow.tags.iter().cloned());
     tags.extend(flow_run.tags.iter().cloned());
-    let related = events::Related {
+    events::Related {
         flow_run: (flow_run.id, flow_run.name.clone()),
         flow: (flow.id, Some(flow.name.clone())),
         deployment: Some((deployment.id, Some(deployment.name.clone()))),
         tags,
         work_pool: (Some(pool.id), pool.name.clone()),
-    };
-    worker.keep_event(events::submitted(
-        &worker.settings.prefect.worker_name,
-        &related,
-        nf_run,
-    ));
+    }
 }

@@ -12,4 +12,4 @@ pub mod settle;
 pub use abandon::{Abandoned, abandon, crash};
 pub use claim::{NotClaimed, cancel_orphan, claim};
 pub use launch::{Claimed, Launch, LaunchError, Launched, WrittenJob, launch};
-pub use settle::{Action, Hint, SettleError, Settled, settle};
+pub use settle::{Action, Hint, SettleError, Settled, settle, settle_known_success};

@@ -29,6 +29,8 @@ pub const BUDGET: Duration = Duration::from_secs(8);
 
 /// The notification of a job run's start.
 const START_EVENT: &str = "job-run:start";
+/// The notification of a job run's successful end.
+const SUCCESS_EVENT: &str = "job-run:success";
 
 /// What became of a notification whose token was right.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +86,9 @@ async fn notified(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Outcome
     let span =
         tracing::info_span!("flow_run", flow_run_id = %id, job = %job, run = tracing::field::Empty);
     async {
+        if let Some(settled) = remembered(worker, id, hint).await? {
+            return Ok(Outcome::Settled(settled));
+        }
         let flow_run = match ours(worker, id, &job, hint).await? {
             Ok(flow_run) => flow_run,
             Err(why) => {
@@ -100,6 +105,34 @@ async fn notified(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Outcome
     }
     .instrument(span)
     .await
+}
+
+/// A notification about a run this process launched (it remembers the job and project it
+/// created, so the run is provably ours) is answered without reading the flow run: a start
+/// adds its line, a success settles from the job run alone. `None`: not remembered, from
+/// another project, or not settled that way; the flow run is read.
+async fn remembered(
+    worker: &Worker,
+    id: FlowRunId,
+    hint: &Hint,
+) -> Result<Option<Settled>, SettleError> {
+    let Some(known) = worker.memory().launched(id).cloned() else {
+        return Ok(None);
+    };
+    if hint
+        .project
+        .as_deref()
+        .is_some_and(|p| p != known.pid.project)
+    {
+        return Ok(None);
+    }
+    match hint.event.as_deref() {
+        Some(START_EVENT) if worker.memory().note_start(id) => Ok(Some(
+            note_start(worker, id, &known.pid.job, hint.job_run.as_deref()).await,
+        )),
+        Some(SUCCESS_EVENT) => run::settle_known_success(worker, id, &known, hint).await,
+        _ => Ok(None),
+    }
 }
 
 /// The flow run, if it and the notified job are ours. A notification carries no marker, so a
@@ -138,14 +171,19 @@ async fn started(worker: &Worker, flow_run: &FlowRun, job: &str, job_run: Option
     if flow_run.state_type().is_none_or(|k| k.is_terminal()) {
         return Settled::nothing(flow_run.id, "the flow run has already finished");
     }
+    note_start(worker, flow_run.id, job, job_run).await
+}
+
+/// The start line in the flow run's logs.
+async fn note_start(worker: &Worker, id: FlowRunId, job: &str, job_run: Option<&str>) -> Settled {
     let note = match job_run {
         Some(job_run) => format!("Northflank run '{job_run}' of job '{job}' started"),
         None => format!("Northflank job '{job}' started a run"),
     };
-    let mut log = RunLog::new(flow_run.id);
+    let mut log = RunLog::new(id);
     log.info(note.clone());
     worker.keep_logs(&mut log);
-    worker.send_pending().await;
+    worker.send_soon().await;
     tracing::info!(decision = "none", "run started");
-    Settled::nothing(flow_run.id, note)
+    Settled::nothing(id, note)
 }

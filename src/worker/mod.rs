@@ -22,7 +22,7 @@ pub use activity::{Activity, Running};
 pub use current::Current;
 pub use gate::Gate;
 pub use lookups::Lookups;
-pub use memory::Memory;
+pub use memory::{KnownRun, Memory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -31,6 +31,9 @@ pub enum WorkerError {
     #[error(transparent)]
     Northflank(#[from] NorthflankError),
 }
+
+/// The longest a batched send of logs and events may take.
+const BATCH_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one process keeps between invocations, shared by every clone of its worker.
 #[derive(Default)]
@@ -134,6 +137,15 @@ impl Worker {
         self.kept.outbox.keep_logs(log);
     }
 
+    /// Keeps a flow run's worker labels for the next [`Worker::send_pending`].
+    pub fn keep_labels(
+        &self,
+        flow_run: crate::ids::FlowRunId,
+        labels: serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.kept.outbox.keep_labels(flow_run, labels);
+    }
+
     /// Keeps a worker event for the next [`Worker::send_pending`].
     pub fn keep_event(&self, event: serde_json::Value) {
         self.kept.outbox.keep_event(event);
@@ -142,5 +154,34 @@ impl Worker {
     /// Sends the kept log lines and events.
     pub async fn send_pending(&self) {
         self.kept.outbox.send(&self.prefect).await;
+    }
+
+    /// Sends the kept log lines and events now, or, in a process that batches them
+    /// ([`Worker::batch_sends`]), with the next batch: one `POST /logs/` and one
+    /// `POST /events` for every notification of the last couple of seconds, instead of one
+    /// of each per notification.
+    pub async fn send_soon(&self) {
+        let outbox = &self.kept.outbox;
+        let Some(every) = outbox.batching() else {
+            return self.send_pending().await;
+        };
+        if outbox.schedule() {
+            // The batch outlives the notification that scheduled it, so it gets its own
+            // deadline rather than the notification's.
+            let prefect = (self.prefect)
+                .with_deadline(tokio::time::Instant::now() + every + BATCH_SEND_TIMEOUT);
+            let kept = self.kept.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(every).await;
+                kept.outbox.unschedule();
+                kept.outbox.send(&prefect).await;
+            });
+        }
+    }
+
+    /// Makes [`Worker::send_soon`] batch: for a long-running process, which is still there to
+    /// send the batch.
+    pub fn batch_sends(&self, every: std::time::Duration) {
+        self.kept.outbox.batch_every(every);
     }
 }

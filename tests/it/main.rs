@@ -20,6 +20,7 @@ mod migration;
 mod northflank_client;
 mod ownership;
 mod prefect_client;
+mod prefect_cost;
 mod reconcile;
 mod render_emulator;
 mod render_rules;

@@ -11,13 +11,30 @@ use crate::prefect::models::{FlowRun, SetStateStatus, State};
 use crate::prefect::states::Proposal;
 use crate::worker::Worker;
 
+/// The flow run a settlement is about, as far as acting on it needs.
+pub(super) struct Subject {
+    pub id: FlowRunId,
+    pub infrastructure_pid: Option<String>,
+    pub related: events::Related,
+}
+
+impl Subject {
+    pub fn of(flow_run: &FlowRun) -> Self {
+        Subject {
+            id: flow_run.id,
+            infrastructure_pid: flow_run.infrastructure_pid.clone(),
+            related: events::Related::of_flow_run(flow_run),
+        }
+    }
+}
+
 pub(super) async fn act(
     worker: &Worker,
-    flow_run: &FlowRun,
+    subject: &Subject,
     g: &Gathered,
     decision: Decision,
 ) -> Result<Settled, SettleError> {
-    let id = flow_run.id;
+    let id = subject.id;
     let mut log = RunLog::new(id);
     if let Some(note) = &g.undone {
         log.warn(note.clone());
@@ -33,11 +50,11 @@ pub(super) async fn act(
         forward_logs(worker, g, job_run, &mut log).await;
     }
     if let (Some(job_run), Some(code)) = (&g.job_run_id, decision.status_code) {
-        let pid = (flow_run.infrastructure_pid.clone())
+        let pid = (subject.infrastructure_pid.clone())
             .unwrap_or_else(|| format!("{}:{}:{job_run}", g.project, g.job));
         worker.keep_event(events::executed(
             &worker.settings.prefect.worker_name,
-            &events::Related::of_flow_run(flow_run),
+            &subject.related,
             job_run,
             &pid,
             code,
@@ -51,7 +68,10 @@ pub(super) async fn act(
         ));
     }
     worker.keep_logs(&mut log);
-    worker.send_pending().await;
+    worker.send_soon().await;
+    if decision.status_code.is_some() || job_deleted {
+        worker.memory().forget_launched(id);
+    }
     tracing::info!(decision = action.as_str(), job_deleted, "settled");
     Ok(Settled {
         flow_run_id: id,

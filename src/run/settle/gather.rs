@@ -6,12 +6,12 @@ use super::decide::{JobRunView, Observation};
 use super::{Hint, SettleError};
 use crate::ids::{InfrastructurePid, JobName};
 use crate::northflank::NorthflankClient;
-use crate::northflank::models::JobRun;
+use crate::northflank::models::{JobRun, RunStatus};
 use crate::prefect::models::{FlowRun, State};
 use crate::prefect::stale;
 use crate::render;
 use crate::run::config;
-use crate::worker::Worker;
+use crate::worker::{KnownRun, Worker};
 
 pub(super) struct Gathered {
     pub project: String,
@@ -92,6 +92,46 @@ pub(super) async fn gather(
         undone,
         cleanup_job: pid.as_ref().is_none_or(|p| !p.keep_job),
         recorded: pid.is_some(),
+    }))
+}
+
+/// What settling a remembered run needs, when its job run concluded successfully: the flow
+/// run's state is not read (`Unknown`), so no transition is decided from it.
+pub(super) async fn known(
+    worker: &Worker,
+    known: &KnownRun,
+    hint: &Hint,
+) -> Result<Option<Gathered>, SettleError> {
+    let pid = &known.pid;
+    if pid.own_credentials {
+        return Ok(None);
+    }
+    let nf = worker.northflank.clone();
+    // The pid's run is empty while the start request is being answered.
+    let Some(job_run_id) = hint
+        .job_run
+        .clone()
+        .or_else(|| Some(pid.run.clone()).filter(|r| !r.is_empty()))
+    else {
+        return Ok(None);
+    };
+    tracing::Span::current().record("run", job_run_id.as_str());
+    let Some(job_run) = nf.get_run(&pid.project, &pid.job, &job_run_id).await? else {
+        return Ok(None);
+    };
+    if !(job_run.concluded && job_run.status == RunStatus::Success) {
+        return Ok(None);
+    }
+    Ok(Some(Gathered {
+        project: pid.project.clone(),
+        job: pid.job.clone(),
+        nf,
+        job_run_id: Some(job_run_id),
+        job_run: Some(job_run),
+        state: Some(State::unread()),
+        undone: None,
+        cleanup_job: !pid.keep_job,
+        recorded: true,
     }))
 }
 

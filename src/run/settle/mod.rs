@@ -15,7 +15,7 @@ use crate::ids::FlowRunId;
 use crate::northflank::NorthflankError;
 use crate::prefect::PrefectError;
 use crate::prefect::models::FlowRun;
-use crate::worker::Worker;
+use crate::worker::{KnownRun, Worker};
 
 /// What a notification (or reconciliation) knows besides the flow run.
 #[derive(Clone, Debug, Default)]
@@ -88,5 +88,28 @@ pub async fn settle(
         ));
     };
     let decision = decide(&gathered.observation(hint.event.as_deref()));
-    act::act(worker, &flow_run, &gathered, decision).await
+    act::act(worker, &act::Subject::of(&flow_run), &gathered, decision).await
+}
+
+/// Settles a run this process launched whose job run reports success, from what the process
+/// remembers: no Prefect read. The flow reported its own final state; if it did not (it exited
+/// without one), reconciliation's batched check of active runs finds it and crashes it.
+/// `None`: the job run did not conclude successfully (or the run has its own Northflank
+/// credentials), so the flow run must be read and [`settle`]d.
+pub async fn settle_known_success(
+    worker: &Worker,
+    id: FlowRunId,
+    known: &KnownRun,
+    hint: &Hint,
+) -> Result<Option<Settled>, SettleError> {
+    let Some(gathered) = gather::known(worker, known, hint).await? else {
+        return Ok(None);
+    };
+    let decision = decide(&gathered.observation(hint.event.as_deref()));
+    let subject = act::Subject {
+        id,
+        infrastructure_pid: Some(known.pid.to_string()),
+        related: known.related.clone(),
+    };
+    Ok(Some(act::act(worker, &subject, &gathered, decision).await?))
 }

@@ -1,0 +1,58 @@
+//! What a flow run costs in Prefect requests (Prefect Cloud rate-limits them per minute): the
+//! protocol's four writes (PENDING, labels, `Submitting`, the pid) and a share of the batched
+//! rest (polls, logs, events), with every user-visible line still written. Notifications about
+//! runs this process launched read nothing from Prefect.
+
+use crate::helpers::TestApp;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_run_costs_at_most_five_prefect_requests_in_a_long_running_worker() {
+    const RUNS: usize = 20;
+    let mut app = TestApp::spawn().await;
+    app.worker.settings.polling.max_concurrency = RUNS;
+    // As `prefect-nf local` does: notifications' lines and events go out in batches.
+    app.worker.batch_sends(Duration::from_millis(500));
+    let deployment = app.deployment(json!({})).await;
+    let mut ids = Vec::new();
+    for _ in 0..RUNS {
+        ids.push(app.scripted_run(deployment, "succeed:0.5").await);
+    }
+    let prefect = &app.worker.prefect;
+    let (before, refused_before) = (prefect.requests_sent(), prefect.requests_refused());
+    assert_eq!(app.dispatch_once().await.dispatch.submitted as usize, RUNS);
+    app.wait_until("every job is deleted", Duration::from_secs(60), |a| {
+        a.jobs().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let prefect = &app.worker.prefect;
+    let sent = prefect.requests_sent() - before;
+    let refused = prefect.requests_refused() - refused_before;
+    // Taken: what the server did work for. The test server is SQLite, which refuses (503)
+    // writes that collide during a burst; Postgres, as production Prefect runs, does not, so
+    // there every request sent is taken (see BENCHMARKS.md).
+    let per_run = (sent - refused) as f64 / RUNS as f64;
+    println!(
+        "prefect requests per flow run: {per_run:.2} taken ({sent} sent, {refused} refused by the busy SQLite server, for {RUNS} runs)"
+    );
+    assert!(
+        per_run <= 5.0,
+        "{per_run:.2} Prefect requests taken per flow run"
+    );
+    for id in ids {
+        assert_eq!(app.state_type(id).await, "COMPLETED");
+        let logs = app.logs(id).await;
+        for line in [
+            "submitted to infrastructure",
+            "started",
+            "concluded with status SUCCESS",
+            "Deleted Northflank job",
+        ] {
+            assert!(logs.iter().any(|l| l.contains(line)), "{line}: {logs:#?}");
+        }
+    }
+}
