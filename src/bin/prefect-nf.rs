@@ -131,9 +131,10 @@ enum WebhookCommand {
         /// The webhook's URL: the stack's WebhookUrl output, or the local worker's address.
         #[arg(long)]
         url: String,
-        /// The Northflank project whose job runs are reported.
-        #[arg(long)]
-        project_id: String,
+        /// A Northflank project whose job runs are reported; repeat it for every project the
+        /// pool's runs use (`prefect-nf doctor` lists them).
+        #[arg(long, required = true)]
+        project_id: Vec<String>,
         #[arg(long, default_value = "prefect-nf")]
         name: String,
     },
@@ -293,7 +294,12 @@ async fn local_command(env: &Env, bind: SocketAddr) -> Result<(), Error> {
     Ok(())
 }
 
-async fn register_webhook(env: &Env, url: &str, project: &str, name: &str) -> Result<(), Error> {
+async fn register_webhook(
+    env: &Env,
+    url: &str,
+    projects: &[String],
+    name: &str,
+) -> Result<(), Error> {
     let credentials = env.credentials().await?;
     let settings = env.northflank()?;
     let nf = NorthflankClient::new(
@@ -304,14 +310,17 @@ async fn register_webhook(env: &Env, url: &str, project: &str, name: &str) -> Re
     let registration = Registration {
         name,
         url,
-        project,
+        projects,
         token: credentials.webhook_token.expose(),
     };
     let done = match integration::register(&nf, &registration).await? {
         RegisterAction::Created => "created",
         RegisterAction::Updated => "updated",
     };
-    println!("{done} notification integration '{name}' for project '{project}' → {url}");
+    println!(
+        "{done} notification integration '{name}' for project(s) {} → {url}",
+        projects.join(", ")
+    );
     Ok(())
 }
 
