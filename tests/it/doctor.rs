@@ -681,6 +681,34 @@ async fn the_binary_reads_the_lambdas_secret_and_exits_1_on_a_failure() {
     );
     assert!(text.trim_end().ends_with("not checked"), "{text}");
 
+    // Northflank does not answer: its checks fail or are skipped, Prefect's still run.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut unreachable: Vec<(&str, &str)> = env
+        .iter()
+        .map(|&(k, v)| match k {
+            "NORTHFLANK_API_URL" => (k, nowhere.as_str()),
+            _ => (k, v),
+        })
+        .collect();
+    unreachable.push(("PFNF_RETRY_BASE_MS", "100"));
+    let out = prefect_nf(&["doctor", "--timeout", "2", "--json"], &unreachable).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |check: &str| {
+        let c = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == check);
+        c.map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("project").as_deref(), Some("fail"), "{report:#}");
+    assert_eq!(status("integration").as_deref(), Some("fail"));
+    assert_eq!(status("northflank-rate-limit").as_deref(), Some("skip"));
+    assert_eq!(status("pool-template").as_deref(), Some("ok"));
+
     // A setting it cannot use is named, with the rule.
     let mut bad = env.to_vec();
     bad.push(("PFNF_POLL_INTERVAL", "ten"));

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, Credentials, PrefectAuth, SecretError, Settings, Source};
 use crate::http::RateLimit;
+use crate::prefect::PrefectError;
 use crate::worker::Worker;
 
 pub use prefect::Backend;
@@ -140,7 +141,7 @@ fn credentials_ok(source: &Source, c: &Credentials) -> Check {
         Source::Values(_) => "read from the environment".to_string(),
     };
     let prefect = match c.prefect {
-        PrefectAuth::None => "none (an open server)",
+        PrefectAuth::None => "none",
         PrefectAuth::ApiKey(_) => "an API key",
         PrefectAuth::AuthString(_) => "an auth string",
     };
@@ -160,6 +161,10 @@ fn credentials_ok(source: &Source, c: &Credentials) -> Check {
 pub async fn check(worker: &Worker, options: &Options, report: &mut Report) {
     let s = &worker.settings.prefect;
     let read = worker.prefect.read_work_pool(&s.work_pool).await;
+    let prefect_answered = matches!(
+        read,
+        Ok(_) | Err(PrefectError::Status { .. } | PrefectError::Decode { .. })
+    );
     report.push(prefect::credentials_check(
         Backend::of(&s.api_url),
         &worker.credentials.prefect,
@@ -181,7 +186,7 @@ pub async fn check(worker: &Worker, options: &Options, report: &mut Report) {
         }
     };
     let needed = usage.as_ref().map(northflank::Usage::own_projects);
-    steps::integration(worker, options, needed.as_deref(), report).await;
+    let northflank_answered = steps::integration(worker, options, needed.as_deref(), report).await;
     match &pool {
         Some(p) => report.push(steps::instant_dispatch(worker, p, options).await),
         None => report.push(Check::skip(
@@ -189,11 +194,14 @@ pub async fn check(worker: &Worker, options: &Options, report: &mut Report) {
             "the work pool could not be read",
         )),
     }
-    report.push(northflank_rate(worker.northflank.rate_limit()));
-    report.push(prefect_rate(
-        Backend::of(&s.api_url),
-        worker.prefect.rate_limit(),
-    ));
+    report.push(match northflank_answered {
+        true => northflank_rate(worker.northflank.rate_limit()),
+        false => Check::skip("northflank-rate-limit", "Northflank did not answer"),
+    });
+    report.push(match prefect_answered {
+        true => prefect_rate(Backend::of(&s.api_url), worker.prefect.rate_limit()),
+        false => Check::skip("prefect-rate-limit", "the Prefect API did not answer"),
+    });
 }
 
 /// Below this share of the budget left, a check fails: new runs would soon wait for the window.
@@ -288,6 +296,7 @@ mod steps {
     use super::northflank::{self, Integration, Usage};
     use super::prefect::{self, InstantDispatch};
     use super::{Check, Options, Report};
+    use crate::northflank::NorthflankError;
     use crate::prefect::PrefectError;
     use crate::prefect::models::WorkPool;
     use crate::setup::{automation, integration};
@@ -300,7 +309,7 @@ mod steps {
             Err(e) => {
                 report.push(Check::fail(
                     "job-variables",
-                    format!("could not read the pool's deployments: {e}"),
+                    format!("could not read the pool's deployments and their flows: {e}"),
                     "see the prefect-api check",
                 ));
                 return None;
@@ -323,7 +332,7 @@ mod steps {
         options: &Options,
         needed: Option<&[String]>,
         report: &mut Report,
-    ) {
+    ) -> bool {
         let id = integration::integration_id(&options.integration);
         let read = worker.northflank.get_notification_integration(&id).await;
         for check in northflank::integration_checks(&Integration {
@@ -334,6 +343,8 @@ mod steps {
         }) {
             report.push(check);
         }
+        // Whether Northflank answered at all (an error status is an answer).
+        matches!(read, Ok(_) | Err(NorthflankError::Api(_)))
     }
 
     pub async fn instant_dispatch(worker: &Worker, pool: &WorkPool, options: &Options) -> Check {
