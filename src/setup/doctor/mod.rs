@@ -5,7 +5,7 @@
 //! Every check reads what it needs through the worker's own clients and setup code (the pool
 //! template `work-pool update` writes, the integration `webhook register` writes, the automation
 //! `instant-dispatch enable` writes, the job-variable resolution dispatch does), then judges it
-//! with a pure function ([`prefect`], [`northflank`]). Checks that need a failed one are
+//! with a pure function (in `prefect` and `northflank`). Checks that need a failed one are
 //! reported as skipped, so one run shows every independent problem.
 
 mod northflank;
@@ -115,7 +115,7 @@ fn config_fix(e: &ConfigError) -> String {
         ConfigError::Missing { var } => {
             format!("set {var} (in the environment or the --env-file; the stack sets it in Lambda)")
         }
-        ConfigError::Invalid { var, rule, .. } => format!("set {var} to a value that {rule}"),
+        ConfigError::Invalid { var, rule, .. } => format!("correct {var}: it {rule}"),
     }
 }
 
@@ -194,13 +194,15 @@ pub async fn check(worker: &Worker, options: &Options, report: &mut Report) {
             "the work pool could not be read",
         )),
     }
-    report.push(match northflank_answered {
-        true => northflank_rate(worker.northflank.rate_limit()),
-        false => Check::skip("northflank-rate-limit", "Northflank did not answer"),
+    report.push(if northflank_answered {
+        northflank_rate(worker.northflank.rate_limit())
+    } else {
+        Check::skip("northflank-rate-limit", "Northflank did not answer")
     });
-    report.push(match prefect_answered {
-        true => prefect_rate(Backend::of(&s.api_url), worker.prefect.rate_limit()),
-        false => Check::skip("prefect-rate-limit", "the Prefect API did not answer"),
+    report.push(if prefect_answered {
+        prefect_rate(Backend::of(&s.api_url), worker.prefect.rate_limit())
+    } else {
+        Check::skip("prefect-rate-limit", "the Prefect API did not answer")
     });
 }
 
