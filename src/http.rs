@@ -23,6 +23,29 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// The rate-limit headers of an answer (`x-ratelimit-limit`, `-remaining`, and `-reset` in
+/// seconds), as Northflank sends them on every response (northflank-api.md §4.2). Prefect's
+/// client records the same names in case a Prefect API sends them; a self-hosted server does not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset_secs: Option<u64>,
+}
+
+impl RateLimit {
+    /// The reading in `headers`; `None` when the answer carries none of them.
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        let reading = RateLimit {
+            limit: read("x-ratelimit-limit"),
+            remaining: read("x-ratelimit-remaining"),
+            reset_secs: read("x-ratelimit-reset"),
+        };
+        (reading != RateLimit::default()).then_some(reading)
+    }
+}
+
 /// The `Retry-After` of a response, if it has a readable one.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
@@ -77,5 +100,30 @@ pub fn timeout(deadline: Option<tokio::time::Instant>) -> Duration {
                 .max(Duration::from_secs(1)),
         ),
         None => REQUEST_TIMEOUT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn rate_limit_headers_are_read_when_any_is_there() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(RateLimit::from_headers(&headers), None);
+        headers.insert("x-ratelimit-remaining", HeaderValue::from_static(" 42 "));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("not a number"),
+        );
+        assert_eq!(
+            RateLimit::from_headers(&headers),
+            Some(RateLimit {
+                limit: None,
+                remaining: Some(42),
+                reset_secs: None
+            })
+        );
     }
 }

@@ -34,7 +34,8 @@
 //!    - [`instant`]: instant dispatch's handler: one quick dispatch at a time.
 //!    - [`scheduled`]: the scheduled invocation: a dispatch window with reconciliation beside
 //!      it, and its CloudWatch metrics.
-//! 5. **[`setup`]**: the work pool, the notification integration, the automation (the CLI's).
+//! 5. **[`setup`]**: the work pool, the notification integration, the automation, and `doctor`,
+//!    which checks them all with the worker's own clients (the CLI's).
 //! 6. **Adapters**: [`endpoint`] (one axum router for the webhook, instant dispatch and
 //!    `/health`), [`local`] (the long-running worker and its hardened server), [`lambda`] (the
 //!    two functions); the binaries in `src/bin` only call them.

@@ -17,7 +17,7 @@ use prefect_nf::prefect::PrefectClient;
 use prefect_nf::render::RunFacts;
 use prefect_nf::render::dry_run::{self, DryRun, Offline, Stage};
 use prefect_nf::setup::integration::{self, RegisterAction, Registration};
-use prefect_nf::setup::{automation, pool};
+use prefect_nf::setup::{automation, doctor, pool};
 use prefect_nf::{local, routes, scheduled, worker::Worker};
 use serde_json::{Map, Value};
 
@@ -71,6 +71,32 @@ enum Command {
     /// PREFECT_API_URL (and its credentials) when set, to read pools, deployments, blocks and
     /// variables.
     Render(RenderArgs),
+    /// Check the installation with the worker's own settings and credentials (PFNF_SECRET_ID
+    /// reads the Lambda's secret): Prefect credentials, the pool and its template, the projects
+    /// the pool's runs use, the notification integration, instant dispatch, rate-limit headroom.
+    /// Every failure comes with a fix; the exit status is 0 only when every check passes.
+    Doctor(DoctorArgs),
+}
+
+// The flags of `doctor` (its help text is the variant's).
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// The work pool (default: PFNF_WORK_POOL).
+    #[arg(long)]
+    pool: Option<String>,
+    /// The webhook's URL (the stack's WebhookUrl output, or the local worker's address), to
+    /// check that the integration and the automation point at it.
+    #[arg(long)]
+    url: Option<String>,
+    /// The notification integration's name, as given to `webhook register --name`.
+    #[arg(long, default_value = prefect_nf::setup::doctor::DEFAULT_INTEGRATION)]
+    integration: String,
+    /// Print `{"status": "pass"|"fail", "checks": [...]}` instead of lines.
+    #[arg(long)]
+    json: bool,
+    /// Seconds all the checks may take together.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 // The flags of `render` (its help text is the variant's).
@@ -131,9 +157,10 @@ enum WebhookCommand {
         /// The webhook's URL: the stack's WebhookUrl output, or the local worker's address.
         #[arg(long)]
         url: String,
-        /// The Northflank project whose job runs are reported.
-        #[arg(long)]
-        project_id: String,
+        /// A Northflank project whose job runs are reported; repeat it for every project the
+        /// pool's runs use (`prefect-nf doctor` lists them).
+        #[arg(long, required = true)]
+        project_id: Vec<String>,
         #[arg(long, default_value = "prefect-nf")]
         name: String,
     },
@@ -181,7 +208,7 @@ fn init_logging() {
 async fn main() -> ExitCode {
     init_logging();
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -261,9 +288,10 @@ fn json_object(flag: &str, value: &str) -> Result<Map<String, Value>, Error> {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let env = Env::load(cli.env_file.as_ref())?;
-    match cli.command {
+    let done = match cli.command {
+        Command::Doctor(args) => return doctor_command(&env, args).await,
         Command::Local { bind } => local_command(&env, bind).await,
         Command::Dispatch { timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
@@ -282,7 +310,32 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 },
         } => register_webhook(&env, &url, &project_id, &name).await,
         Command::Render(args) => render_command(&env, args).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// Prints the report; the exit status is 1 when a check failed.
+async fn doctor_command(env: &Env, args: DoctorArgs) -> Result<ExitCode, Error> {
+    let options = doctor::Options {
+        url: args.url,
+        integration: args.integration,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let lookup = |k: &str| match (k, &args.pool) {
+        ("PFNF_WORK_POOL", Some(pool)) => Some(pool.clone()),
+        _ => env.get(k),
+    };
+    let report = doctor::diagnose(&lookup, &options).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.human());
     }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn local_command(env: &Env, bind: SocketAddr) -> Result<(), Error> {
@@ -300,7 +353,12 @@ async fn local_command(env: &Env, bind: SocketAddr) -> Result<(), Error> {
     Ok(())
 }
 
-async fn register_webhook(env: &Env, url: &str, project: &str, name: &str) -> Result<(), Error> {
+async fn register_webhook(
+    env: &Env,
+    url: &str,
+    projects: &[String],
+    name: &str,
+) -> Result<(), Error> {
     let credentials = env.credentials().await?;
     let settings = env.northflank()?;
     let nf = NorthflankClient::new(
@@ -311,14 +369,17 @@ async fn register_webhook(env: &Env, url: &str, project: &str, name: &str) -> Re
     let registration = Registration {
         name,
         url,
-        project,
+        projects,
         token: credentials.webhook_token.expose(),
     };
     let done = match integration::register(&nf, &registration).await? {
         RegisterAction::Created => "created",
         RegisterAction::Updated => "updated",
     };
-    println!("{done} notification integration '{name}' for project '{project}' → {url}");
+    println!(
+        "{done} notification integration '{name}' for project(s) {} → {url}",
+        projects.join(", ")
+    );
     Ok(())
 }
 

@@ -222,13 +222,7 @@ impl NorthflankClient {
     }
 
     fn record_rate_limit(&self, headers: &HeaderMap) {
-        let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-        let reading = RateLimit {
-            limit: read("x-ratelimit-limit"),
-            remaining: read("x-ratelimit-remaining"),
-            reset_secs: read("x-ratelimit-reset"),
-        };
-        if reading != RateLimit::default() {
+        if let Some(reading) = RateLimit::from_headers(headers) {
             *self.inner.rate.lock().unwrap_or_else(|e| e.into_inner()) = reading;
         }
     }
@@ -377,6 +371,21 @@ impl NorthflankClient {
     pub async fn list_jobs(&self, project: &str) -> Result<Vec<JobSummary>> {
         self.list(&["v1", "projects", project, "jobs"], "jobs")
             .await
+    }
+
+    /// Lists one job of the project and drops it: the cheapest request that needs the
+    /// permission the worker uses most (Project › Jobs › General › Read), so it shows whether
+    /// the token reaches the project at all.
+    pub async fn probe_project(&self, project: &str) -> Result<()> {
+        let query = [("per_page", "1".to_string())];
+        self.send(
+            Method::GET,
+            &["v1", "projects", project, "jobs"],
+            &query,
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// Starts a run. Not idempotent: after an unknown outcome, list the runs before retrying.

@@ -79,9 +79,4 @@ pub struct StartedRun {
 }
 
 /// The rate-limit headers of the latest answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RateLimit {
-    pub limit: Option<u64>,
-    pub remaining: Option<u64>,
-    pub reset_secs: Option<u64>,
-}
+pub use crate::http::RateLimit;

@@ -85,6 +85,23 @@ impl PrefectClient {
             .await
     }
 
+    /// Every deployment of the work pool (`POST /deployments/filter`, a page at a time).
+    pub async fn deployments_of_pool(&self, pool: &str) -> Result<Vec<Deployment>> {
+        const PAGE: usize = 200;
+        let mut all = Vec::new();
+        loop {
+            let body = json!({"work_pools": {"name": {"any_": [pool]}}, "sort": "NAME_ASC", "limit": PAGE, "offset": all.len()});
+            let page: Vec<Deployment> = self
+                .json(Method::POST, &["deployments", "filter"], Some(&body))
+                .await?;
+            let last = page.len() < PAGE;
+            all.extend(page);
+            if last {
+                return Ok(all);
+            }
+        }
+    }
+
     pub async fn read_flow(&self, id: Uuid) -> Result<Flow> {
         self.json(Method::GET, &["flows", &id.to_string()], None)
             .await

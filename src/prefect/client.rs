@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::config::PrefectAuth;
+use crate::http::RateLimit;
 use crate::retry::{RetryPolicy, Transient};
 
 /// The API version this worker speaks (Prefect 3.9.1's `SERVER_API_VERSION`).
@@ -94,6 +95,8 @@ struct Inner {
     auth_failures: AtomicU64,
     /// `(client id, token)` once a server has asked for CSRF tokens.
     csrf: Mutex<Option<(Uuid, String)>>,
+    /// The rate-limit headers of the latest answer that had any.
+    rate: std::sync::Mutex<RateLimit>,
 }
 
 /// A cheap handle; clones share one connection pool and request counter.
@@ -125,6 +128,7 @@ impl PrefectClient {
                 refused: AtomicU64::new(0),
                 auth_failures: AtomicU64::new(0),
                 csrf: Mutex::new(None),
+                rate: std::sync::Mutex::default(),
             }),
             deadline: None,
             policy: RetryPolicy::new(retry_base),
@@ -174,6 +178,12 @@ impl PrefectClient {
     /// Answers 401 or 403 so far: a signal to read the credentials again.
     pub fn auth_failures(&self) -> u64 {
         self.inner.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// The rate-limit headers of the latest answer that had any (Prefect's self-hosted server
+    /// sends none).
+    pub fn rate_limit(&self) -> RateLimit {
+        *self.inner.rate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn url(&self, segments: &[&str]) -> Url {
@@ -230,6 +240,9 @@ impl PrefectClient {
         let status = resp.status();
         if status.as_u16() == 429 || status.is_server_error() {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(reading) = RateLimit::from_headers(resp.headers()) {
+            *self.inner.rate.lock().unwrap_or_else(|e| e.into_inner()) = reading;
         }
         let retry_after = crate::http::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(transport)?.to_vec();

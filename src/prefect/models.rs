@@ -175,12 +175,18 @@ impl Flow {
     }
 }
 
-/// An automation, as far as setup reads it.
+/// An automation, as far as setup and `doctor` read it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Automation {
     pub id: Uuid,
     #[serde(default)]
     pub name: String,
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub trigger: Value,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub actions: Vec<Value>,
 }
 
 /// A block document, a block type or a block schema: setup needs their ids (and a schema's

@@ -8,7 +8,7 @@ use crate::prefect::{PrefectClient, PrefectError};
 use crate::routes::{DISPATCH_TOKEN_HEADER, INSTANT_PATH, WEBHOOK_PATH};
 
 /// Prefect's block type for outgoing webhooks, registered by every server.
-const BLOCK_TYPE: &str = "webhook";
+pub const BLOCK_TYPE: &str = "webhook";
 
 /// What `enable` wrote.
 #[derive(Debug, PartialEq)]

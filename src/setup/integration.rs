@@ -1,5 +1,5 @@
 //! Registering the webhook with Northflank: one RAW_WEBHOOK notification integration for the
-//! job-run events of one project, carrying the shared token. Found again by its name (the
+//! job-run events of the pool's projects, carrying the shared token. Found again by its name (the
 //! integration's id is the name's slug), so registering twice updates instead of duplicating.
 
 use serde_json::{Map, Value, json};
@@ -14,7 +14,8 @@ pub struct Registration<'a> {
     /// The integration's name (3–39 characters, letters, digits, single spaces or hyphens).
     pub name: &'a str,
     pub url: &'a str,
-    pub project: &'a str,
+    /// The projects whose job runs are reported (at least one).
+    pub projects: &'a [String],
     pub token: &'a str,
 }
 
@@ -34,6 +35,12 @@ pub enum RegisterError {
         "webhook URL {0:?} is invalid: it must be an https:// URL (or http:// on 127.0.0.1 for local tests)"
     )]
     BadUrl(String),
+    #[error(
+        "--project-id {0:?} is invalid: a Northflank project id has only letters, digits and '-'"
+    )]
+    BadProject(String),
+    #[error("the integration needs at least one --project-id")]
+    NoProject,
     #[error(transparent)]
     Northflank(#[from] NorthflankError),
 }
@@ -57,7 +64,7 @@ pub fn body(r: &Registration) -> Value {
         "webhook": r.url,
         "secret": r.token,
         "restricted": true,
-        "projects": [r.project],
+        "projects": r.projects,
         "events": events,
     })
 }
@@ -79,7 +86,15 @@ fn check(r: &Registration) -> Result<(), RegisterError> {
     if !(r.url.starts_with("https://") || local) {
         return Err(RegisterError::BadUrl(r.url.to_string()));
     }
-    Ok(())
+    if r.projects.is_empty() {
+        return Err(RegisterError::NoProject);
+    }
+    let project_ok =
+        |p: &&String| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    match r.projects.iter().find(|p| !project_ok(p)) {
+        Some(bad) => Err(RegisterError::BadProject(bad.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Creates the integration, or updates the one with the same name (Northflank never returns
@@ -113,10 +128,11 @@ mod tests {
     #[test]
     fn ids_and_names() {
         assert_eq!(integration_id("Prefect Runs"), "prefect-runs");
+        let projects = ["p".to_string(), "q-2".to_string()];
         let ok = Registration {
             name: "prefect nf",
             url: "https://x.lambda-url.eu-west-1.on.aws/",
-            project: "p",
+            projects: &projects,
             token: "t",
         };
         assert!(check(&ok).is_ok());
@@ -143,11 +159,22 @@ mod tests {
             }),
             Err(RegisterError::BadUrl(_))
         ));
+        let no_project = check(&Registration {
+            projects: &[],
+            ..ok.clone()
+        });
+        assert!(matches!(no_project, Err(RegisterError::NoProject)));
+        let bad = ["my_project".to_string()];
+        let bad_project = check(&Registration {
+            projects: &bad,
+            ..ok.clone()
+        });
+        assert!(matches!(bad_project, Err(RegisterError::BadProject(p)) if p == "my_project"));
         let b = body(&ok);
         assert_eq!(b["events"].as_object().unwrap().len(), 5);
         assert_eq!(
             (b["restricted"].as_bool(), b["projects"].clone()),
-            (Some(true), json!(["p"]))
+            (Some(true), json!(["p", "q-2"]))
         );
     }
 }

@@ -143,13 +143,19 @@ async fn a_failed_container_crashes_the_flow_run_and_cleans_up() {
     })
     .await;
 
-    // The container's last lines reach the flow run's logs before its job is deleted.
-    let logs = app.logs(id).await.join("\n");
-    assert!(
+    // The container's last lines reach the flow run's logs (read before its job was deleted;
+    // the lines are sent right after, and the server stores them a moment later).
+    let wanted = |logs: &str| {
         logs.contains(&format!("log lines of Northflank run '{nf_run}'"))
-            && logs.contains("Running flow..."),
-        "{logs}"
-    );
+            && logs.contains("Running flow...")
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut logs = app.logs(id).await.join("\n");
+    while !wanted(&logs) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        logs = app.logs(id).await.join("\n");
+    }
+    assert!(wanted(&logs), "{logs}");
     let events = app
         .worker_events(
             id,

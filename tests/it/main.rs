@@ -11,6 +11,7 @@ mod helpers;
 mod chaos;
 mod cli;
 mod dispatch;
+mod doctor;
 mod end_to_end;
 mod instant;
 mod job_variables;
