@@ -223,10 +223,13 @@ fn check_build_configuration(issues: &mut Issues, v: &Value) {
     ] {
         issues.opt_bool(c, key, path);
     }
-    let size = field(c, "storage")
-        .and_then(|s| field(s.as_object()?, "ephemeralStorage"))
-        .and_then(|e| field(e.as_object()?, "storageSize"));
-    if let Some(size) = size {
+    let storage_path = "buildConfiguration.storage";
+    let storage = field(c, "storage").and_then(|s| issues.object(s, storage_path));
+    let ephemeral_path = "buildConfiguration.storage.ephemeralStorage";
+    let ephemeral = storage
+        .and_then(|s| field(s, "ephemeralStorage"))
+        .and_then(|e| issues.object(e, ephemeral_path));
+    if let Some(size) = ephemeral.and_then(|e| field(e, "storageSize")) {
         let size_path = "buildConfiguration.storage.ephemeralStorage.storageSize";
         if let Some(n) = issues.integer(size, size_path)
             && !STORAGE_SIZES.contains(&n)

@@ -1,6 +1,8 @@
 //! Request-body validation. Every issue names the field path and the broken rule, and all
 //! issues of a body are reported at once so one round trip shows everything to fix.
 
+#[cfg(test)]
+mod agreement;
 mod deployment;
 mod integration;
 mod job;
