@@ -138,8 +138,15 @@ def describe(error):
     return [(field_path(error), error.message)]
 
 
+VALIDATORS = {}
+
+
 def problems(schema, instance, endpoint="", allow_deviations=False):
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    # One validator per schema: a whole test run records thousands of exchanges.
+    validator = VALIDATORS.get(id(schema))
+    if validator is None:
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        VALIDATORS[id(schema)] = validator
     out = []
     for error in validator.iter_errors(instance):
         for where, words in describe(error):

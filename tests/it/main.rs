@@ -16,6 +16,7 @@ mod instant;
 mod job_variables;
 mod lambda;
 mod lambda_runtime;
+mod nf_schema;
 mod northflank_client;
 mod ownership;
 mod prefect_client;
