@@ -118,7 +118,9 @@ async fn answer(
 /// endpoint, and those it always sends with a fixed value (`queryType=range` on logs).
 /// Endpoints outside the types (unknown routes) are left to the router's 404.
 fn check_query(app: &App, endpoint: &str, query: Option<&str>) -> Result<(), ApiError> {
-    let Some((known, fixed)) = official::query(endpoint).filter(|_| !app.config.lenient) else {
+    let Some(official::Query { known, fixed }) =
+        official::query(endpoint).filter(|_| !app.config.lenient)
+    else {
         return Ok(());
     };
     let pairs: Vec<(String, String)> = reqwest::Url::parse("http://q/")

@@ -196,89 +196,126 @@ fn the_rich_bodies_are_valid_both_ways() {
     }
 }
 
+/// One field of one valid body, and the hand-written validation of its request type.
+struct Probe<'a> {
+    endpoint: &'a str,
+    body: &'a Value,
+    validate: Validate,
+    path: &'a str,
+    schema: &'a Value,
+}
+
+impl Probe<'_> {
+    fn issues_with(&self, body: Value) -> Vec<(String, String)> {
+        issues((self.validate)(&body))
+    }
+
+    fn required(&self) -> Vec<&str> {
+        self.schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Each field the types require is reported missing when removed. A union's source
+    /// (`deployment.external`, `buildSettings.dockerfile`) is reported at the union, naming it.
+    fn required_gaps(&self, gaps: &mut Vec<String>) {
+        let path = self.path;
+        for key in self.required() {
+            let full = if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            };
+            let got = self.issues_with(without(self.body, path, key));
+            let reported = |(p, r): &(String, String)| {
+                (*p == full && r == "is required") || (p == path && r.contains(key))
+            };
+            if !got.iter().any(reported) {
+                gaps.push(format!("{}: removing {full} gives {got:?}", self.endpoint));
+            }
+        }
+    }
+
+    /// What the types make optional may be left out (unless a rule the types cannot state,
+    /// such as `customCommand` for `configType: customCommand`, wants it).
+    fn optional_gaps(&self, gaps: &mut Vec<String>) {
+        let path = self.path;
+        let object = if path.is_empty() {
+            Some(self.body)
+        } else {
+            self.body.pointer(&pointer(path))
+        };
+        let required = self.required();
+        for key in object
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            if required.contains(&key.as_str()) {
+                continue;
+            }
+            let got = self.issues_with(without(self.body, path, key));
+            if !got.iter().all(|(_, r)| r.contains("is required when")) {
+                gaps.push(format!(
+                    "{}: leaving out optional {path}.{key} gives {got:?}",
+                    self.endpoint
+                ));
+            }
+        }
+    }
+
+    /// An enum lists exactly the types' values; a field of a plain type refuses another type.
+    fn value_gaps(&self, gaps: &mut Vec<String>) {
+        let path = self.path;
+        if let Some(values) = self.schema.get("enum").and_then(Value::as_array) {
+            let got = self.issues_with(replaced(self.body, path, json!("not-a-value")));
+            let listed: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+            let rule = format!("must be one of {}", listed.join(", "));
+            if !got.contains(&(path.to_owned(), rule.clone())) {
+                gaps.push(format!("{} {path}: {got:?} lacks {rule}", self.endpoint));
+            }
+        }
+        if let Some(kind) = self.schema.get("type").and_then(Value::as_str)
+            && matches!(kind, "string" | "number" | "boolean" | "object" | "array")
+        {
+            let wrong = if kind == "boolean" {
+                json!("yes")
+            } else {
+                json!(true)
+            };
+            let got = self.issues_with(replaced(self.body, path, wrong));
+            if !got.iter().any(|(p, _)| p == path) {
+                gaps.push(format!(
+                    "{}: a {kind} {path} of another type passes: {got:?}",
+                    self.endpoint
+                ));
+            }
+        }
+    }
+}
+
 #[test]
 fn required_fields_enums_and_types_agree_with_the_official_types() {
     let mut gaps = Vec::new();
     for (endpoint, bodies, validate) in cases() {
         let (_, schema) = official::request(endpoint).unwrap();
-        for body in bodies {
+        for body in &bodies {
             let mut found = Vec::new();
-            leaves(schema, &body, String::new(), &mut found);
-            for (path, s) in found {
-                for key in s
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let key = key.as_str().unwrap();
-                    let full = if path.is_empty() {
-                        key.to_owned()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    let got = issues(validate(&without(&body, &path, key)));
-                    // A union's source (`deployment.external`, `buildSettings.dockerfile`) is
-                    // reported at the union, naming the sources it wants.
-                    let reported = |(p, r): &(String, String)| {
-                        (*p == full && r == "is required") || (*p == path && r.contains(key))
-                    };
-                    if !got.iter().any(reported) {
-                        gaps.push(format!("{endpoint}: removing {full} gives {got:?}"));
-                    }
-                }
-                // What the types make optional may be left out (unless a rule the types
-                // cannot state, such as `customCommand` for `configType: customCommand`, wants it).
-                let required: Vec<&str> = s
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .map(|r| r.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let present = body.pointer(&pointer(&path)).filter(|_| !path.is_empty());
-                let object = present.or(path.is_empty().then_some(&body));
-                for key in object
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flat_map(|m| m.keys())
-                {
-                    if required.contains(&key.as_str()) {
-                        continue;
-                    }
-                    let got = issues(validate(&without(&body, &path, key)));
-                    if !got.iter().all(|(_, r)| r.contains("is required when")) {
-                        gaps.push(format!(
-                            "{endpoint}: leaving out optional {path}.{key} gives {got:?}"
-                        ));
-                    }
-                }
-                if path.is_empty() {
-                    continue;
-                }
-                if let Some(values) = s.get("enum").and_then(Value::as_array) {
-                    let got = issues(validate(&replaced(&body, &path, json!("not-a-value"))));
-                    let listed: Vec<String> = values
-                        .iter()
-                        .map(|v| v.as_str().unwrap().to_owned())
-                        .collect();
-                    let rule = format!("must be one of {}", listed.join(", "));
-                    if !got.contains(&(path.clone(), rule.clone())) {
-                        gaps.push(format!("{endpoint} {path}: {got:?} lacks {rule}"));
-                    }
-                }
-                if let Some(kind) = s.get("type").and_then(Value::as_str)
-                    && matches!(kind, "string" | "number" | "boolean" | "object" | "array")
-                {
-                    let wrong = if kind == "boolean" {
-                        json!("yes")
-                    } else {
-                        json!(true)
-                    };
-                    let got = issues(validate(&replaced(&body, &path, wrong)));
-                    if !got.iter().any(|(p, _)| *p == path) {
-                        gaps.push(format!(
-                            "{endpoint}: a {kind} {path} of another type passes: {got:?}"
-                        ));
-                    }
+            leaves(schema, body, String::new(), &mut found);
+            for (path, schema) in &found {
+                let probe = Probe {
+                    endpoint,
+                    body,
+                    validate,
+                    path,
+                    schema,
+                };
+                probe.required_gaps(&mut gaps);
+                probe.optional_gaps(&mut gaps);
+                if !path.is_empty() {
+                    probe.value_gaps(&mut gaps);
                 }
             }
         }

@@ -48,11 +48,17 @@ pub fn check_request(key: &str, body: &Value, issues: &mut Issues) {
     }
 }
 
-/// Query parameters the official client sends to an endpoint, and those it always sends with a
-/// fixed value (`queryType=range` on logs). `None` for an endpoint outside the types.
-pub fn query(key: &str) -> Option<(Vec<&'static str>, Vec<(&'static str, &'static str)>)> {
+/// The query parameters the official client sends to an endpoint.
+pub struct Query {
+    pub known: Vec<&'static str>,
+    /// Those it always sends with a fixed value (`queryType=range` on logs).
+    pub fixed: Vec<(&'static str, &'static str)>,
+}
+
+/// `None` for an endpoint outside the types.
+pub fn query(key: &str) -> Option<Query> {
     let q = endpoint(key)?.get("query");
-    let names = q
+    let known = q
         .and_then(|q| q["parameters"].as_array())
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
@@ -64,7 +70,7 @@ pub fn query(key: &str) -> Option<(Vec<&'static str>, Vec<(&'static str, &'stati
                 .collect()
         })
         .unwrap_or_default();
-    Some((names, fixed))
+    Some(Query { known, fixed })
 }
 
 /// The alternatives a schema stands for: the branches of an `anyOf`, else itself.
@@ -217,8 +223,8 @@ mod tests {
         let found = issues(update, json!({"type": "RAW_WEBHOOK", "secret": "s"}));
         assert_eq!(found.len(), 1);
         assert!(found[0].starts_with("type: is not a field of UpdateNotificationData"));
-        let (params, fixed) = query("GET /v1/projects/{projectId}/jobs/{jobId}/logs").unwrap();
-        assert!(params.contains(&"runId") && params.contains(&"lineLimit"));
-        assert_eq!(fixed, [("queryType", "range")]);
+        let logs = query("GET /v1/projects/{projectId}/jobs/{jobId}/logs").unwrap();
+        assert!(logs.known.contains(&"runId") && logs.known.contains(&"lineLimit"));
+        assert_eq!(logs.fixed, [("queryType", "range")]);
     }
 }

@@ -185,8 +185,7 @@ async fn faults_are_reproducible_with_a_seed() {
 async fn requests_and_counters_are_recorded_and_served() {
     let (em, api) = emulator(fast_config()).await;
     let job_id = api.create_job(job("recorded")).await;
-    let run = api
-        .start_run(&job_id, json!({"runtimeEnvironment": {"A": "1"}}))
+    api.start_run(&job_id, json!({"runtimeEnvironment": {"A": "1"}}))
         .await;
     api.get(&format!(
         "/v1/teams/t1/projects/{PROJECT}/jobs/{job_id}/runs?per_page=1"
