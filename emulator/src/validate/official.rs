@@ -190,6 +190,24 @@ mod tests {
 
     const PUT: &str = "PUT /v1/projects/{projectId}/jobs";
 
+    /// Bumping the pin without regenerating would leave the emulator on the old types.
+    #[test]
+    fn the_schema_comes_from_the_pinned_client() {
+        let lock = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/nf-schema/package-lock.json"
+        );
+        let lock: Value = serde_json::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
+        let pinned = &lock["packages"]["node_modules/@northflank/js-client"];
+        let d = document();
+        assert_eq!(
+            (&d["version"], &d["integrity"]),
+            (&pinned["version"], &pinned["integrity"]),
+            "regenerate: cd scripts/nf-schema && npm ci --ignore-scripts && node generate.mjs"
+        );
+        assert_eq!(source(), "@northflank/js-client 0.9.5");
+    }
+
     #[test]
     fn unknown_fields_and_nulls_are_named_by_path() {
         let body = json!({
