@@ -163,6 +163,12 @@ pub struct Args {
     pub grace_secs: f64,
     #[arg(long, value_enum, default_value = "cri")]
     pub log_format: LogFormatArg,
+    /// Accept fields, nulls and query parameters the official types do not have.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Append every API exchange to this file as JSON lines (for scripts/nf-schema/check.py).
+    #[arg(long, env = "NF_EMULATOR_RECORD")]
+    pub record: Option<PathBuf>,
     /// Seed of the fault RNGs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -302,6 +308,8 @@ impl Args {
             process_workdir: self.workdir,
             grace: Duration::from_secs_f64(self.grace_secs),
             log_format: self.log_format.into(),
+            lenient: self.lenient,
+            record: self.record,
             ..Config::default()
         }
     }
@@ -357,5 +365,6 @@ mod tests {
         assert_eq!(c.faults.webhook_drop_pct, 50.0);
         assert_eq!(c.projects, Some(vec!["p1".to_owned()]));
         assert!(parse(&["--api-5xx-pct", "101"]).is_err());
+        assert!(!c.lenient && parse(&["--lenient"]).unwrap().lenient);
     }
 }

@@ -203,6 +203,14 @@ pub struct Config {
     pub log_lines_per_run: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Accept what the official types refuse: fields they do not have, `null` where they allow
+    /// none (counted as absent), query parameters the official client never sends, and a logs
+    /// query without `queryType=range`. Off by default: Northflank's API is generated from
+    /// the same spec as the types, and a misspelled field must fail a test, not pass silently.
+    pub lenient: bool,
+    /// Append every API exchange to this file as one JSON line (see `scripts/nf-schema`).
+    /// When unset, [`crate::start`] reads `NF_EMULATOR_RECORD`.
+    pub record: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -237,6 +245,8 @@ impl Default for Config {
             delivery_log_capacity: 20_000,
             log_lines_per_run: 10_000,
             max_body_bytes: 2 * 1024 * 1024,
+            lenient: false,
+            record: None,
         }
     }
 }

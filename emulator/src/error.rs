@@ -18,6 +18,11 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot open the exchange record {path:?} (NF_EMULATOR_RECORD / --record): {source}")]
+    Record {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One broken rule.
@@ -43,13 +48,23 @@ impl Issues {
         self.0.is_empty()
     }
 
+    #[cfg(test)]
+    pub fn list(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|i| (i.path.as_str(), i.rule.as_str()))
+    }
+
     pub fn message(&self) -> String {
+        self.message_about("request body")
+    }
+
+    /// `Invalid <what>: path: rule; path: rule`.
+    pub fn message_about(&self, what: &str) -> String {
         let parts: Vec<String> = self
             .0
             .iter()
             .map(|i| format!("{}: {}", i.path, i.rule))
             .collect();
-        format!("Invalid request body: {}", parts.join("; "))
+        format!("Invalid {what}: {}", parts.join("; "))
     }
 
     pub fn details(&self) -> Value {
@@ -86,6 +101,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{}", .0.message())]
     Validation(Issues),
+    /// Query parameters the official client never sends, or a required one missing.
+    #[error("{}", .0.message_about("query"))]
+    InvalidQuery(Issues),
     #[error("Rate limit exceeded: retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64, header: bool },
     #[error("Service temporarily unavailable (injected fault)")]
@@ -103,7 +121,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Other { status, .. } => *status,
-            ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Validation(_) | ApiError::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::LostResponse => StatusCode::BAD_GATEWAY,
@@ -134,7 +154,7 @@ impl ApiError {
             "id": uuid::Uuid::new_v4().to_string(),
         });
         error["details"] = match self {
-            ApiError::Validation(issues) => issues.details(),
+            ApiError::Validation(issues) | ApiError::InvalidQuery(issues) => issues.details(),
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => json!({"retryAfter": retry_after_secs}),

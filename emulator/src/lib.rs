@@ -17,6 +17,7 @@ mod validate;
 mod webhook;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,11 +45,31 @@ pub struct Emulator {
     server: Option<JoinHandle<()>>,
 }
 
-/// Binds `config.bind` and serves until shutdown.
-pub async fn start(config: Config) -> Result<Emulator, Error> {
+/// Binds `config.bind` and serves until shutdown. Without `config.record`, a non-empty
+/// `NF_EMULATOR_RECORD` names the file to record exchanges in, so that a whole test run can be
+/// checked against the official types (`scripts/test` sets it).
+pub async fn start(mut config: Config) -> Result<Emulator, Error> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let bind = config.bind;
-    let app: App = Arc::new(Inner::new(config, http));
+    if config.record.is_none() {
+        config.record = std::env::var_os("NF_EMULATOR_RECORD")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+    }
+    let recorder = match &config.record {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| Error::Record {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let app: App = Arc::new(Inner::new(config, http, recorder));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|source| Error::Bind { addr: bind, source })?;

@@ -112,17 +112,24 @@ pub struct RunRecord {
     pub logs: Vec<LogLine>,
 }
 
-/// `status` of a notification integration (§5.1).
+/// `status` of a notification integration, as the official types have it (§5.1): fields without
+/// a value are left out rather than sent as `null`, which the types do not allow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrationStatus {
     pub disabled: bool,
-    pub reason: Option<String>,
+    /// Typed `boolean` in `@northflank/js-client` ("why the webhook was disabled"): `true` once
+    /// failures disabled the integration. The words are in [`IntegrationRecord::disabled_reason`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_of_first_failed_request: Option<String>,
     pub number_of_failed_requests: u64,
 }
 
-/// A notification integration as the API returns it: never with the secret.
+/// A notification integration as stored and as the API returns it, never with the secret.
+/// `restrictions` is kept for the delivery filter but not answered: the official result types
+/// do not carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrationView {
@@ -148,6 +155,8 @@ pub struct IntegrationRecord {
     pub integration: IntegrationView,
     pub has_secret: bool,
     pub consecutive_failed_events: u32,
+    /// Why failures disabled it, in words.
+    pub disabled_reason: Option<String>,
 }
 
 /// One webhook delivery attempt (or a dropped delivery, which has `attempt` 0).

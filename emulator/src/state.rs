@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub process_groups: Mutex<HashSet<u32>>,
     runners: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// Where every API exchange is appended (`Config::record`).
+    pub recorder: Option<Mutex<std::fs::File>>,
 }
 
 pub(crate) type JobKey = (String, String);
@@ -52,6 +54,7 @@ pub(crate) struct IntegrationEntry {
     pub view: IntegrationView,
     pub secret: Option<String>,
     pub consecutive_failed_events: u32,
+    pub disabled_reason: Option<String>,
     pub seq: u64,
 }
 
@@ -96,6 +99,7 @@ impl State {
                     integration: i.view.clone(),
                     has_secret: i.secret.is_some(),
                     consecutive_failed_events: i.consecutive_failed_events,
+                    disabled_reason: i.disabled_reason.clone(),
                 })
                 .collect(),
             deliveries: self.deliveries.iter().cloned().collect(),
@@ -115,7 +119,7 @@ pub(crate) fn push_ring<T>(ring: &mut VecDeque<T>, item: T, capacity: usize) {
 }
 
 impl Inner {
-    pub fn new(config: Config, http: reqwest::Client) -> Self {
+    pub fn new(config: Config, http: reqwest::Client, recorder: Option<std::fs::File>) -> Self {
         let seed = config.faults.seed;
         Self {
             config,
@@ -128,6 +132,7 @@ impl Inner {
             process_groups: Mutex::new(HashSet::new()),
             runners: Mutex::new(Vec::new()),
             background: Mutex::new(Vec::new()),
+            recorder: recorder.map(Mutex::new),
         }
     }
 

@@ -3,11 +3,17 @@
 //! Reads, `PUT` and `DELETE` are retried on 429, 5xx and transport failures. `POST` (start a
 //! run) has no idempotency key, so it is repeated only when it certainly was not applied (429, or
 //! a connection that never opened); otherwise the caller must look before trying again.
+//!
+//! A 429 whose `Retry-After` would outlast the call's deadline (or, without one, the longest
+//! wait a handle accepts, [`MAX_RATE_LIMIT_WAIT`] unless set) is not slept through: it becomes
+//! [`NorthflankError::RateLimited`], "rate limited by Northflank until <time>". The default
+//! window is an hour, and a command that slept through it would look hung.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
@@ -31,10 +37,24 @@ pub struct ApiFailure {
     pub retry_after: Option<Duration>,
 }
 
+/// The longest `Retry-After` a handle without a deadline sleeps through (see the module doc).
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum NorthflankError {
     #[error("Northflank API {} {} answered HTTP {}: {}", .0.method, .0.path, .0.status, .0.message)]
     Api(Box<ApiFailure>),
+    /// A 429 asking for a longer wait than the call may spend.
+    #[error(
+        "Northflank API {method} {path}: rate limited by Northflank until {} (Retry-After {} s)",
+        .until.to_rfc3339_opts(SecondsFormat::Secs, true), .wait.as_secs()
+    )]
+    RateLimited {
+        method: Method,
+        path: String,
+        until: DateTime<Utc>,
+        wait: Duration,
+    },
     #[error("Northflank API {method} {path} could not be reached: {source}")]
     Transport {
         method: Method,
@@ -60,6 +80,7 @@ impl NorthflankError {
     pub fn status(&self) -> Option<u16> {
         match self {
             NorthflankError::Api(f) => Some(f.status),
+            NorthflankError::RateLimited { .. } => Some(429),
             _ => None,
         }
     }
@@ -68,6 +89,7 @@ impl NorthflankError {
     pub fn outcome_unknown(&self) -> bool {
         match self {
             NorthflankError::Api(f) => f.status >= 500 || f.status == 408,
+            NorthflankError::RateLimited { .. } => false,
             NorthflankError::Transport { never_sent, .. } => !never_sent,
             NorthflankError::Decode { .. } => true,
             _ => false,
@@ -118,9 +140,11 @@ impl Transient for NorthflankError {
         }
     }
 
+    /// For a caller that schedules its own next attempt (`run::abandon`): the wait asked for.
     fn retry_after(&self) -> Option<Duration> {
         match self {
             NorthflankError::Api(f) => f.retry_after,
+            NorthflankError::RateLimited { wait, .. } => Some(*wait),
             _ => None,
         }
     }
@@ -146,6 +170,8 @@ struct Inner {
 pub struct NorthflankClient {
     inner: Arc<Inner>,
     deadline: Option<Instant>,
+    /// The longest `Retry-After` slept through when there is no deadline.
+    max_wait: Duration,
 }
 
 impl std::fmt::Debug for NorthflankClient {
@@ -176,13 +202,23 @@ impl NorthflankClient {
                 rate: Mutex::new(RateLimit::default()),
             }),
             deadline: None,
+            max_wait: MAX_RATE_LIMIT_WAIT,
         })
     }
 
     pub fn with_deadline(&self, deadline: Instant) -> Self {
         NorthflankClient {
-            inner: self.inner.clone(),
             deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    /// The same API, sleeping through a `Retry-After` of at most `max_wait` when it has no
+    /// deadline (a longer one is [`NorthflankError::RateLimited`] at once).
+    pub fn with_max_wait(&self, max_wait: Duration) -> Self {
+        NorthflankClient {
+            max_wait,
+            ..self.clone()
         }
     }
 
@@ -191,6 +227,7 @@ impl NorthflankClient {
         let base = base_url.unwrap_or(self.inner.base.as_str());
         let mut other = NorthflankClient::new(base, token, self.inner.policy.first_delay)?;
         other.deadline = self.deadline;
+        other.max_wait = self.max_wait;
         Ok(other)
     }
 
@@ -263,6 +300,20 @@ impl NorthflankClient {
             429 => self.inner.throttled.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
+        if status.as_u16() == 429
+            && let Some(wait) = retry_after.filter(|w| *w > self.longest_wait())
+        {
+            let until = chrono::Duration::from_std(wait)
+                .ok()
+                .and_then(|w| Utc::now().checked_add_signed(w))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            return Err(NorthflankError::RateLimited {
+                method: method.clone(),
+                path,
+                until,
+                wait,
+            });
+        }
         let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let error = &envelope["error"];
         Err(NorthflankError::Api(Box::new(ApiFailure {
@@ -277,6 +328,14 @@ impl NorthflankClient {
             details: error.get("details").cloned().unwrap_or(Value::Null),
             retry_after,
         })))
+    }
+
+    /// What this call may still wait for: the time left before its deadline, else `max_wait`.
+    fn longest_wait(&self) -> Duration {
+        match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => self.max_wait,
+        }
     }
 
     async fn send(
@@ -433,7 +492,10 @@ impl NorthflankClient {
         run: &str,
         lines: u32,
     ) -> Result<Vec<String>> {
+        // The official client always sends `queryType` ("range" for a query, "tail" for the
+        // WebSocket); the API tells the two apart by it.
         let query = [
+            ("queryType", "range".to_string()),
             ("runId", run.to_string()),
             ("lineLimit", lines.to_string()),
             ("direction", "backward".to_string()),

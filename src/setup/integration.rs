@@ -53,6 +53,7 @@ pub fn integration_id(name: &str) -> String {
         .to_lowercase()
 }
 
+/// `CreateNotificationData`.
 pub fn body(r: &Registration) -> Value {
     let events: Map<String, Value> = EVENTS
         .iter()
@@ -67,6 +68,16 @@ pub fn body(r: &Registration) -> Value {
         "projects": r.projects,
         "events": events,
     })
+}
+
+/// `UpdateNotificationData`: the create body without `type`, which an update does not have (a
+/// strict API refuses the unknown field, and re-registration would fail on it).
+pub fn update_body(r: &Registration) -> Value {
+    let mut body = body(r);
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("type");
+    }
+    body
 }
 
 fn check(r: &Registration) -> Result<(), RegisterError> {
@@ -105,16 +116,17 @@ pub async fn register(
 ) -> Result<RegisterAction, RegisterError> {
     check(r)?;
     let id = integration_id(r.name);
-    let body = body(r);
     if nf.get_notification_integration(&id).await?.is_some() {
-        nf.update_notification_integration(&id, &body).await?;
+        nf.update_notification_integration(&id, &update_body(r))
+            .await?;
         return Ok(RegisterAction::Updated);
     }
-    match nf.create_notification_integration(&body).await {
+    match nf.create_notification_integration(&body(r)).await {
         Ok(_) => Ok(RegisterAction::Created),
         // Created by someone else meanwhile.
         Err(e) if e.status() == Some(409) => {
-            nf.update_notification_integration(&id, &body).await?;
+            nf.update_notification_integration(&id, &update_body(r))
+                .await?;
             Ok(RegisterAction::Updated)
         }
         Err(e) => Err(e.into()),
@@ -172,6 +184,10 @@ mod tests {
         assert!(matches!(bad_project, Err(RegisterError::BadProject(p)) if p == "my_project"));
         let b = body(&ok);
         assert_eq!(b["events"].as_object().unwrap().len(), 5);
+        assert_eq!(b["type"], "RAW_WEBHOOK");
+        let mut without_type = b.clone();
+        without_type.as_object_mut().unwrap().remove("type");
+        assert_eq!(update_body(&ok), without_type, "an update has no type");
         assert_eq!(
             (b["restricted"].as_bool(), b["projects"].clone()),
             (Some(true), json!(["p", "q-2"]))

@@ -368,7 +368,7 @@ async fn a_missing_or_misdirected_integration_fails_until_registered_again() {
 
     // Registered for another URL, then edited (as in Northflank's UI) to drop two events.
     register(&app, "http://127.0.0.1:9/old/webhook", &[&app.project]).await;
-    let mut body = integration::body(&Registration {
+    let mut body = integration::update_body(&Registration {
         name: doctor::DEFAULT_INTEGRATION,
         url: "http://127.0.0.1:9/old/webhook",
         projects: std::slice::from_ref(&app.project),
@@ -484,7 +484,7 @@ async fn a_failing_then_disabled_integration_fails_with_northflanks_status() {
         &report,
         "integration-status",
         None,
-        "Northflank disabled it: Disabled after 3 consecutive failed notifications",
+        "Northflank disabled it after failed deliveries",
         "save the integration again",
     );
     // Saving it again, as the fix says, enables it.

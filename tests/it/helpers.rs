@@ -35,6 +35,25 @@ pub fn python_worker_template(project: &str) -> Value {
     t
 }
 
+/// What a rendering test's container is told: a fresh flow run named `flow_run_name` of flow
+/// `etl`, without a deployment or marker.
+pub fn run_facts(flow_run_name: &str, auth: PrefectAuth) -> prefect_nf::render::RunFacts {
+    prefect_nf::render::RunFacts {
+        flow_run_id: FlowRunId(Uuid::new_v4()),
+        flow_run_name: flow_run_name.into(),
+        flow_id: Uuid::nil(),
+        flow_name: "etl".into(),
+        deployment_id: None,
+        deployment_name: None,
+        worker_name: "w".into(),
+        api_url: "http://127.0.0.1:4200/api".into(),
+        auth,
+        settings_env: Default::default(),
+        ctx: Value::Null,
+        marker: None,
+    }
+}
+
 pub fn prefect_api_url() -> String {
     std::env::var("PREFECT_API_URL").unwrap_or_else(|_| {
         panic!("PREFECT_API_URL is not set: run the integration tests through scripts/test, which starts a Prefect server")

@@ -18,6 +18,7 @@ mod job_variables;
 mod lambda;
 mod lambda_runtime;
 mod migration;
+mod nf_schema;
 mod northflank_client;
 mod ownership;
 mod prefect_client;

@@ -46,6 +46,49 @@ async fn records_rate_limit_headers_and_stops_at_the_budget() {
     assert_eq!(nf.rate_limit().remaining, Some(0));
 }
 
+/// A `Retry-After` longer than the call may wait is an error saying until when, at once: an
+/// hour's window would otherwise put a command without a deadline to sleep for an hour.
+#[tokio::test]
+async fn a_retry_after_past_the_deadline_or_the_cap_is_an_error_naming_the_time() {
+    let (_e, nf) = emulator(nf_emulator::Config {
+        rate_limit_per_hour: 1,
+        ..Default::default()
+    })
+    .await;
+    nf.list_jobs("p").await.unwrap();
+    let deadline = nf.with_deadline(tokio::time::Instant::now() + Duration::from_secs(30));
+    for (what, client) in [
+        ("no deadline, the 60 s cap", nf.clone()),
+        ("a deadline", deadline),
+    ] {
+        let started = std::time::Instant::now();
+        let err = client.list_jobs("p").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}: slept");
+        assert!(
+            err.is_rate_limited() && !err.outcome_unknown(),
+            "{what}: {err}"
+        );
+        let text = err.to_string();
+        let (_, rest) = text
+            .split_once("rate limited by Northflank until ")
+            .unwrap_or_else(|| panic!("{what}: {text}"));
+        let until = chrono::DateTime::parse_from_rfc3339(rest.split(' ').next().unwrap()).unwrap();
+        let ahead = until
+            .signed_duration_since(chrono::Utc::now())
+            .num_seconds();
+        assert!((3500..=3601).contains(&ahead), "{what}: {text}");
+        let wait = prefect_nf::retry::Transient::retry_after(&err).unwrap();
+        assert!(
+            wait > Duration::from_secs(3500),
+            "the caller can reschedule: {wait:?}"
+        );
+    }
+    // Allowed to wait that long, the handle sleeps instead; a short wait is always slept through.
+    let patient = nf.with_max_wait(Duration::from_secs(7200));
+    let waiting = tokio::time::timeout(Duration::from_millis(300), patient.list_jobs("p")).await;
+    assert!(waiting.is_err(), "a handle allowed to wait does");
+}
+
 #[tokio::test]
 async fn lists_every_page_and_aborts_idempotently() {
     let (_e, nf) = emulator(nf_emulator::Config::default()).await;

@@ -4,9 +4,8 @@
 //! independently of our code.
 
 use prefect_nf::config::{PrefectAuth, Secret};
-use prefect_nf::ids::FlowRunId;
 use prefect_nf::render::dry_run::Offline;
-use prefect_nf::render::{RunFacts, resolve_configuration, to_northflank};
+use prefect_nf::render::{resolve_configuration, to_northflank};
 use serde_json::{Map, Value, json};
 
 fn merge(parts: &[&Value]) -> Map<String, Value> {
@@ -83,20 +82,10 @@ async fn the_emulator_accepts_every_rendered_job_and_run() {
                             )
                             .await
                             .unwrap();
-                            let facts = RunFacts {
-                                flow_run_id: FlowRunId(uuid::Uuid::new_v4()),
-                                flow_run_name: "weird_name.with:colons".into(),
-                                flow_id: uuid::Uuid::nil(),
-                                flow_name: "etl".into(),
-                                deployment_id: None,
-                                deployment_name: None,
-                                worker_name: "w".into(),
-                                api_url: "http://127.0.0.1:4200/api".into(),
-                                auth: PrefectAuth::AuthString(Secret::new("u:p")),
-                                settings_env: Default::default(),
-                                ctx: Value::Null,
-                                marker: None,
-                            };
+                            let facts = crate::helpers::run_facts(
+                                "weird_name.with:colons",
+                                PrefectAuth::AuthString(Secret::new("u:p")),
+                            );
                             let rendered = to_northflank(&config, &facts)
                                 .unwrap_or_else(|e| panic!("{variables:?}: {e}"));
                             let base = format!(

@@ -10,9 +10,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Issues};
 use crate::model::RecordedRequest;
 use crate::state::{App, Window, lock, now_ms, push_ring};
+use crate::validate::official;
 
 struct Budget {
     remaining: u64,
@@ -24,41 +25,13 @@ pub(crate) async fn gate(State(app): State<App>, req: Request, next: Next) -> Re
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let endpoint = endpoint_key(&method, &path);
-    let token = bearer(req.headers());
-    let (parts, body) = req.into_parts();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let limit = u64::from(app.config.rate_limit_per_hour);
-
-    let (body_json, body) = match axum::body::to_bytes(body, app.config.max_body_bytes).await {
-        Ok(bytes) => (
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            Some(bytes),
-        ),
-        Err(_) => (Value::Null, None),
-    };
-    let valid_token = token.filter(|t| app.config.api_tokens.iter().any(|known| known == t));
-    let (mut response, budget) = match (valid_token, body) {
-        (None, _) => (ApiError::Unauthorized.into_response(), None),
-        (Some(token), body) => {
-            let budget = take_budget(&app, &token, limit);
-            let response = match (budget.as_ref(), body) {
-                (Err(exhausted), _) => ApiError::RateLimited {
-                    retry_after_secs: exhausted.reset_secs.max(1),
-                    header: app.config.retry_after_on_limit,
-                }
-                .into_response(),
-                (Ok(_), None) => ApiError::BadRequest(format!(
-                    "Request body exceeds {} bytes",
-                    app.config.max_body_bytes
-                ))
-                .into_response(),
-                (Ok(_), Some(bytes)) => {
-                    let req = Request::from_parts(parts, Body::from(bytes));
-                    run_with_faults(&app, req, next).await
-                }
-            };
-            (response, Some(budget.unwrap_or_else(|b| b)))
-        }
-    };
+    let (body_json, mut response, budget) = answer(&app, req, next, &endpoint, limit).await;
 
     let budget = budget.unwrap_or(Budget {
         remaining: limit,
@@ -70,15 +43,6 @@ pub(crate) async fn gate(State(app): State<App>, req: Request, next: Next) -> Re
     headers.insert("x-ratelimit-reset", HeaderValue::from(budget.reset_secs));
 
     let status = response.status().as_u16();
-    let mut state = app.state();
-    let counters = &mut state.counters;
-    *counters.requests.entry(endpoint.clone()).or_default() += 1;
-    match status {
-        401 => counters.responses_401 += 1,
-        429 => counters.responses_429 += 1,
-        500..=599 => counters.responses_5xx += 1,
-        _ => {}
-    }
     let record = RecordedRequest {
         method: method.to_string(),
         path,
@@ -88,8 +52,117 @@ pub(crate) async fn gate(State(app): State<App>, req: Request, next: Next) -> Re
         status,
         at: now_ms(),
     };
+    let response = super::record::append(&app, &record, user_agent, response).await;
+    let mut state = app.state();
+    let counters = &mut state.counters;
+    *counters
+        .requests
+        .entry(record.endpoint.clone())
+        .or_default() += 1;
+    match status {
+        401 => counters.responses_401 += 1,
+        429 => counters.responses_429 += 1,
+        500..=599 => counters.responses_5xx += 1,
+        _ => {}
+    }
     push_ring(&mut state.requests, record, app.config.request_log_capacity);
     response
+}
+
+/// Auth, budget, body size and the query's parameters, then the handler: the JSON body (for
+/// the record), the answer, and the budget left when the token was known.
+async fn answer(
+    app: &App,
+    req: Request,
+    next: Next,
+    endpoint: &str,
+    limit: u64,
+) -> (Value, Response, Option<Budget>) {
+    let token = bearer(req.headers());
+    let query = req.uri().query().map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let (body_json, body) = match axum::body::to_bytes(body, app.config.max_body_bytes).await {
+        Ok(bytes) => (
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            Some(bytes),
+        ),
+        Err(_) => (Value::Null, None),
+    };
+    let valid_token = token.filter(|t| app.config.api_tokens.iter().any(|known| known == t));
+    let Some(token) = valid_token else {
+        return (body_json, ApiError::Unauthorized.into_response(), None);
+    };
+    let budget = take_budget(app, &token, limit);
+    let response = match (budget.as_ref(), body) {
+        (Err(exhausted), _) => ApiError::RateLimited {
+            retry_after_secs: exhausted.reset_secs.max(1),
+            header: app.config.retry_after_on_limit,
+        }
+        .into_response(),
+        (Ok(_), None) => ApiError::BadRequest(format!(
+            "Request body exceeds {} bytes",
+            app.config.max_body_bytes
+        ))
+        .into_response(),
+        (Ok(_), Some(bytes)) => match check_query(app, endpoint, query.as_deref()) {
+            Err(e) => e.into_response(),
+            Ok(()) => {
+                run_with_faults(app, Request::from_parts(parts, Body::from(bytes)), next).await
+            }
+        },
+    };
+    (body_json, response, Some(budget.unwrap_or_else(|b| b)))
+}
+
+/// In strict mode, the query holds only parameters the official client sends to this
+/// endpoint, and those it always sends with a fixed value (`queryType=range` on logs).
+/// Endpoints outside the types (unknown routes) are left to the router's 404.
+fn check_query(app: &App, endpoint: &str, query: Option<&str>) -> Result<(), ApiError> {
+    let Some(official::Query { known, fixed }) =
+        official::query(endpoint).filter(|_| !app.config.lenient)
+    else {
+        return Ok(());
+    };
+    let pairs: Vec<(String, String)> = reqwest::Url::parse("http://q/")
+        .map(|mut url| {
+            url.set_query(query);
+            url.query_pairs().into_owned().collect()
+        })
+        .unwrap_or_default();
+    let mut issues = Issues::default();
+    for (name, _) in &pairs {
+        if !known.contains(&name.as_str()) {
+            let sent = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            issues.push(
+                name,
+                format!(
+                    "is not a query parameter of {endpoint} (the official client sends: {sent})"
+                ),
+            );
+        }
+    }
+    for (name, value) in fixed {
+        let got: Vec<&str> = pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if got != [value] {
+            issues.push(
+                name,
+                format!("is required, once, as {name}={value} (as the official client sends it)"),
+            );
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidQuery(issues))
+    }
 }
 
 /// Faults before the handler leave state untouched; `api_5xx_after_pct` lets the handler

@@ -12,7 +12,7 @@ use super::{ApiResult, Params, ok, ok_page, param, parse_body};
 use crate::error::ApiError;
 use crate::model::{IntegrationStatus, IntegrationView};
 use crate::state::{App, IntegrationEntry, derive_id, now_ms};
-use crate::validate::validate_integration;
+use crate::validate::{Purpose, validate_integration};
 
 /// The validated body as a view; `id`, timestamps and status are filled by the caller.
 fn view_from(
@@ -69,13 +69,52 @@ fn secret_of(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `CreateNotificationResult` / `GetNotificationResult`: the view without `restrictions`.
 fn view_json(view: &IntegrationView) -> Value {
-    serde_json::to_value(view).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("restrictions");
+    }
+    v
+}
+
+/// An item of `ListNotificationsResult`, which has fewer fields and only `disabled` and
+/// `reason` of the status.
+fn list_item(view: &IntegrationView) -> Value {
+    let mut status = json!({ "disabled": view.status.disabled });
+    if let Some(reason) = view.status.reason {
+        status["reason"] = json!(reason);
+    }
+    json!({
+        "name": view.name,
+        "id": view.id,
+        "type": view.kind,
+        "webhook": view.webhook,
+        "status": status,
+        "createdAt": view.created_at,
+        "updatedAt": view.updated_at,
+    })
+}
+
+/// The stored integration as an update body, to lay a partial update over.
+fn editable(view: &IntegrationView) -> Value {
+    let mut body = json!({
+        "name": view.name,
+        "type": view.kind,
+        "webhook": view.webhook,
+        "restricted": view.restricted,
+        "projects": view.projects,
+        "events": view.events,
+    });
+    if let Some(r) = &view.restrictions {
+        body["restrictions"] = r.clone();
+    }
+    body
 }
 
 pub(crate) async fn create(State(app): State<App>, body: Bytes) -> ApiResult {
     let body = parse_body(&body, None)?;
-    validate_integration(&body)?;
+    validate_integration(&body, Purpose::Create, !app.config.lenient)?;
     let id = derive_id(body["name"].as_str().unwrap_or_default());
     let mut state = app.state();
     if state.integrations.contains_key(&id) {
@@ -90,6 +129,7 @@ pub(crate) async fn create(State(app): State<App>, body: Bytes) -> ApiResult {
         view,
         secret: secret_of(&body),
         consecutive_failed_events: 0,
+        disabled_reason: None,
         seq,
     };
     state.integrations.insert(id, entry);
@@ -103,7 +143,7 @@ pub(crate) async fn list(State(app): State<App>, Query(q): Query<Params>) -> Api
         state
             .integrations
             .values()
-            .map(|i| (i.seq, view_json(&i.view)))
+            .map(|i| (i.seq, list_item(&i.view)))
             .collect()
     };
     items.sort_by_key(|(seq, _)| *seq);
@@ -123,27 +163,36 @@ pub(crate) async fn get(State(app): State<App>, Path(p): Path<Params>) -> ApiRes
     Ok(ok(view_json(&entry.view)))
 }
 
-/// `POST .../{id}`: takes the full create body. The ID stays; an omitted secret keeps the
-/// stored one; saving clears a failure-disabled status, as re-saving in the UI would.
+/// `POST .../{id}`: every field of `UpdateNotificationData` is optional; those sent replace the
+/// stored ones, the others stay (the secret too). The ID stays; saving clears a
+/// failure-disabled status, as re-saving in the UI would.
 pub(crate) async fn update(
     State(app): State<App>,
     Path(p): Path<Params>,
     body: Bytes,
 ) -> ApiResult {
     let body = parse_body(&body, None)?;
-    validate_integration(&body)?;
+    validate_integration(&body, Purpose::Update, !app.config.lenient)?;
     let mut state = app.state();
     let entry = state
         .integrations
         .get_mut(param(&p, "notificationId"))
         .ok_or_else(|| ApiError::not_found("Notification integration"))?;
+    let mut merged = editable(&entry.view);
+    for (key, value) in body.as_object().into_iter().flatten() {
+        // The secret is kept apart; `type` is no update field (lenient mode ignores it).
+        if !value.is_null() && key != "secret" && key != "type" {
+            merged[key] = value.clone();
+        }
+    }
     entry.view = view_from(
-        &body,
+        &merged,
         entry.view.id.clone(),
         entry.view.created_at.clone(),
         IntegrationStatus::default(),
     );
     entry.consecutive_failed_events = 0;
+    entry.disabled_reason = None;
     if let Some(secret) = secret_of(&body) {
         entry.secret = Some(secret);
     }

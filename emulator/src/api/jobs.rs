@@ -14,16 +14,6 @@ use crate::runner::lifecycle;
 use crate::state::{App, JobEntry, derive_id, now_ms};
 use crate::validate::validate_job;
 
-/// Fields that carry secrets: echoed on create (the caller sent them) but not served by GET,
-/// which has its own runtime-environment endpoints in the real API.
-const SECRET_FIELDS: &[&str] = &[
-    "runtimeEnvironment",
-    "runtimeFiles",
-    "buildFiles",
-    "buildArguments",
-    "dockerSecretMounts",
-];
-
 #[derive(PartialEq)]
 enum Upsert {
     CreateOnly,
@@ -46,7 +36,16 @@ fn save(app: &App, p: &Params, body: &Bytes, mode: Upsert) -> ApiResult {
     let project = param(p, "projectId");
     check_project(app, project)?;
     let body = parse_body(body, None)?;
-    validate_job(&body, app.config.name_max_len)?;
+    let endpoint = match mode {
+        Upsert::CreateOnly => "POST /v1/projects/{projectId}/jobs",
+        Upsert::CreateOrUpdate => "PUT /v1/projects/{projectId}/jobs",
+    };
+    validate_job(
+        &body,
+        app.config.name_max_len,
+        endpoint,
+        !app.config.lenient,
+    )?;
     check_known_tags(app, &body)?;
     let name = body["name"].as_str().unwrap_or_default();
     let id = derive_id(name);
@@ -103,7 +102,15 @@ fn save(app: &App, p: &Params, body: &Bytes, mode: Upsert) -> ApiResult {
     echo.insert("jobType".into(), json!(record.job_type));
     echo.insert("createdAt".into(), json!(record.created_at));
     echo.insert("updatedAt".into(), json!(record.updated_at));
+    // Required by `CreateJobResult`/`PutJobResult`; no builds are emulated, so no `build`.
+    echo.insert("status".into(), json!({}));
+    echo.insert("cluster".into(), cluster());
     Ok(ok(Value::Object(echo)))
+}
+
+/// The cluster every job is on (`cluster` is required in job answers; one cluster here).
+fn cluster() -> Value {
+    json!({"id": "nf-emulator", "name": "nf-emulator"})
 }
 
 pub(crate) async fn get(State(app): State<App>, Path(p): Path<Params>) -> ApiResult {
@@ -168,57 +175,113 @@ fn check_known_tags(app: &App, body: &Value) -> Result<(), ApiError> {
     issues.into_result()
 }
 
-fn spec_object(record: &JobRecord) -> Map<String, Value> {
-    record.spec.as_object().cloned().unwrap_or_default()
-}
-
-/// `GET .../jobs/{j}` (§2.3): the stored body minus secrets, plus the always-present fields.
+/// `GET .../jobs/{j}` (§2.3): the fields of `GetJobResult`, no others. Secrets and the image
+/// are not among them (the real API serves those elsewhere).
 fn detail_view(record: &JobRecord, config: &Config) -> Value {
-    let mut v = spec_object(record);
-    for key in SECRET_FIELDS {
-        v.remove(*key);
-    }
+    let spec = &record.spec;
+    let get = |pointer: &str| spec.pointer(pointer).filter(|v| !v.is_null()).cloned();
+    let mut v = Map::new();
     v.insert("id".into(), json!(record.id));
     v.insert("appId".into(), json!(record.app_id));
+    v.insert("name".into(), get("/name").unwrap_or(Value::Null));
+    v.insert("tags".into(), get("/tags").unwrap_or(json!([])));
+    if let Some(d) = get("/description") {
+        v.insert("description".into(), d);
+    }
     v.insert("projectId".into(), json!(record.project_id));
     v.insert("jobType".into(), json!(record.job_type));
     v.insert("createdAt".into(), json!(record.created_at));
-    v.insert("updatedAt".into(), json!(record.updated_at));
-    let disabled_ci = v
-        .get("disabledCI")
-        .and_then(Value::as_bool)
+    if let Some(vcs) = vcs_data(spec) {
+        v.insert("vcsData".into(), vcs);
+    }
+    if let Some(c) = get("/buildConfiguration") {
+        v.insert("buildConfiguration".into(), c);
+    }
+    let disabled_ci = get("/disabledCI")
+        .and_then(|d| d.as_bool())
         .unwrap_or(false);
     v.insert("disabledCI".into(), json!(disabled_ci));
     v.insert("disabledCD".into(), json!(false));
-    v.entry("tags").or_insert_with(|| json!([]));
-    let settings = v.entry("settings").or_insert_with(|| json!({}));
-    if let Some(s) = settings.as_object_mut() {
-        s.entry("backoffLimit")
-            .or_insert(json!(config.default_backoff_limit));
-        s.entry("activeDeadlineSeconds").or_insert(Value::Null);
-        if let Some(suspended) = s.get("cron").and_then(|c| c.get("suspended")).cloned() {
-            v.insert("suspended".into(), suspended);
+    let mut deployment = Map::new();
+    for key in ["docker", "buildpack"] {
+        if let Some(d) = get(&format!("/deployment/{key}")) {
+            deployment.insert(key.into(), d);
         }
     }
-    if let Some(vcs) = record.spec.pointer("/deployment/vcs") {
-        let dockerfile = record.spec.pointer("/buildSettings/dockerfile");
-        let pick = |src: Option<&Value>, key: &str| {
-            src.and_then(|s| s.get(key)).cloned().unwrap_or(Value::Null)
-        };
-        v.insert(
-            "vcsData".into(),
-            json!({
-                "projectUrl": pick(Some(vcs), "projectUrl"),
-                "projectType": pick(Some(vcs), "projectType"),
-                "selfHostedVcsId": pick(Some(vcs), "selfHostedVcsId"),
-                "projectBranch": pick(Some(vcs), "projectBranch"),
-                "publicRepo": false,
-                "dockerWorkDir": pick(dockerfile, "dockerWorkDir"),
-                "dockerFilePath": pick(dockerfile, "dockerFilePath"),
-            }),
-        );
+    let mut storage = Map::new();
+    if let Some(size) = get("/deployment/storage/ephemeralStorage/storageSize") {
+        storage.insert("ephemeralStorage".into(), json!({"storageSize": size}));
     }
+    if let Some(shm) = get("/deployment/storage/shmSize") {
+        storage.insert("shmSize".into(), shm);
+    }
+    if !storage.is_empty() {
+        deployment.insert("storage".into(), Value::Object(storage));
+    }
+    if !deployment.is_empty() {
+        v.insert("deployment".into(), Value::Object(deployment));
+    }
+    let plan = get("/billing/deploymentPlan").unwrap_or(Value::Null);
+    v.insert("billing".into(), json!({ "deploymentPlan": plan }));
+    if let Some(s) = get("/settings/cron/suspended") {
+        v.insert("suspended".into(), s);
+    }
+    v.insert("settings".into(), settings_view(spec, config));
+    v.insert("cluster".into(), cluster());
     Value::Object(v)
+}
+
+/// `settings` of a job as GET shows it: the cron policy capitalised, as the GET type has it.
+/// `activeDeadlineSeconds` is left out when the job has none: the type requires a number, and
+/// what Northflank reports then is unknown; a null is what the type certainly forbids.
+fn settings_view(spec: &Value, config: &Config) -> Value {
+    let get = |pointer: &str| spec.pointer(pointer).filter(|v| !v.is_null()).cloned();
+    let mut s = Map::new();
+    if spec.pointer("/settings/cron").is_some_and(Value::is_object) {
+        let mut cron = Map::new();
+        if let Some(schedule) = get("/settings/cron/schedule") {
+            cron.insert("schedule".into(), schedule);
+        }
+        if let Some(policy) = get("/settings/cron/concurrencyPolicy").and_then(|p| {
+            let p = p.as_str()?.to_owned();
+            Some(p[..1].to_uppercase() + &p[1..])
+        }) {
+            cron.insert("concurrencyPolicy".into(), json!(policy));
+        }
+        s.insert("cron".into(), Value::Object(cron));
+    }
+    let limit = get("/settings/backoffLimit").unwrap_or(json!(config.default_backoff_limit));
+    s.insert("backoffLimit".into(), limit);
+    if let Some(deadline) = get("/settings/activeDeadlineSeconds") {
+        s.insert("activeDeadlineSeconds".into(), deadline);
+    }
+    Value::Object(s)
+}
+
+/// `vcsData` of a VCS job: what it builds from, without the fields it does not have.
+fn vcs_data(spec: &Value) -> Option<Value> {
+    let vcs = spec.pointer("/deployment/vcs")?.as_object()?;
+    let dockerfile = spec
+        .pointer("/buildSettings/dockerfile")
+        .and_then(Value::as_object);
+    let mut v = Map::new();
+    for key in [
+        "projectUrl",
+        "projectType",
+        "selfHostedVcsId",
+        "projectBranch",
+    ] {
+        if let Some(x) = vcs.get(key).filter(|x| !x.is_null()) {
+            v.insert(key.into(), x.clone());
+        }
+    }
+    v.insert("publicRepo".into(), json!(false));
+    for key in ["dockerWorkDir", "dockerFilePath"] {
+        if let Some(x) = dockerfile.and_then(|d| d.get(key)).filter(|x| !x.is_null()) {
+            v.insert(key.into(), x.clone());
+        }
+    }
+    Some(Value::Object(v))
 }
 
 /// An item of `GET .../jobs` (§2.3).

@@ -7,6 +7,7 @@ mod integrations;
 mod jobs;
 mod observe;
 mod pagination;
+mod record;
 mod runs;
 
 use std::collections::HashMap;

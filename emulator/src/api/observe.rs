@@ -87,9 +87,11 @@ pub(crate) async fn containers(
 ) -> ApiResult {
     check_project(&app, param(&p, "projectId"))?;
     let page = page_of(&q)?;
-    let containers: Vec<Value> = {
+    let (containers, newest) = {
         let state = app.state();
-        selected_runs(&state, &p, &q)?
+        let runs = selected_runs(&state, &p, &q)?;
+        let newest = runs.last().map(|r| r.record.run.id.clone());
+        let containers: Vec<Value> = runs
             .into_iter()
             .map(|r| {
                 json!({
@@ -99,11 +101,14 @@ pub(crate) async fn containers(
                     "updatedAt": r.record.container_updated_at,
                 })
             })
-            .collect()
+            .collect();
+        (containers, newest)
     };
     let (items, pagination) = paginate(containers, &page);
     let mut data = json!({ "containers": items });
-    if let Some(run_id) = q.get("runId") {
+    // `runId` is required by `GetJobContainersResult`: the run asked for, else the newest one
+    // (a job without runs has none to name, and leaves it out).
+    if let Some(run_id) = q.get("runId").cloned().or(newest) {
         data["runId"] = json!(run_id);
     }
     Ok(ok_page(data, pagination))

@@ -34,7 +34,7 @@ pub(crate) async fn start(
     let project = param(&p, "projectId");
     check_project(&app, project)?;
     let body = parse_body(&body, Some(json!({})))?;
-    validate_run(&body)?;
+    validate_run(&body, !app.config.lenient)?;
     let run = lifecycle::start_run(&app, project, param(&p, "jobId"), body)?;
     Ok(ok(json!({ "id": run.id, "runName": run.run_name })))
 }

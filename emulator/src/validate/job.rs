@@ -6,7 +6,7 @@ use super::deployment::{Context, check_deployment, check_gpu};
 use super::patterns::{
     CRON_SCHEDULE, DESCRIPTION, DOCKER_WORKDIR, DOCKERFILE_PATH, JOB_NAME, RESOURCE_ID, SLUG,
 };
-use super::{Issues, body_object, field, join};
+use super::{Issues, body_object, field, join, official_issues};
 use crate::error::ApiError;
 
 const BUILDPACK_BUILDERS: &[&str] = &[
@@ -28,8 +28,14 @@ const BUILDPACK_BUILDERS: &[&str] = &[
 ];
 const STORAGE_SIZES: &[i64] = &[16384, 32768, 65536, 131072, 262144, 524288];
 
-pub fn validate_job(body: &Value, name_max_len: usize) -> Result<(), ApiError> {
-    let mut issues = Issues::default();
+/// `endpoint` is the create or the put route: their official types differ in name only.
+pub fn validate_job(
+    body: &Value,
+    name_max_len: usize,
+    endpoint: &str,
+    strict: bool,
+) -> Result<(), ApiError> {
+    let mut issues = official_issues(body, endpoint, strict);
     if let Some(job) = body_object(&mut issues, body) {
         check_job(&mut issues, job, name_max_len);
     }
@@ -217,10 +223,13 @@ fn check_build_configuration(issues: &mut Issues, v: &Value) {
     ] {
         issues.opt_bool(c, key, path);
     }
-    let size = field(c, "storage")
-        .and_then(|s| field(s.as_object()?, "ephemeralStorage"))
-        .and_then(|e| field(e.as_object()?, "storageSize"));
-    if let Some(size) = size {
+    let storage_path = "buildConfiguration.storage";
+    let storage = field(c, "storage").and_then(|s| issues.object(s, storage_path));
+    let ephemeral_path = "buildConfiguration.storage.ephemeralStorage";
+    let ephemeral = storage
+        .and_then(|s| field(s, "ephemeralStorage"))
+        .and_then(|e| issues.object(e, ephemeral_path));
+    if let Some(size) = ephemeral.and_then(|e| field(e, "storageSize")) {
         let size_path = "buildConfiguration.storage.ephemeralStorage.storageSize";
         if let Some(n) = issues.integer(size, size_path)
             && !STORAGE_SIZES.contains(&n)

@@ -1,13 +1,16 @@
 //! Request-body validation. Every issue names the field path and the broken rule, and all
 //! issues of a body are reported at once so one round trip shows everything to fix.
 
+#[cfg(test)]
+mod agreement;
 mod deployment;
 mod integration;
 mod job;
+pub(crate) mod official;
 pub(crate) mod patterns;
 mod run;
 
-pub(crate) use integration::validate_integration;
+pub(crate) use integration::{Purpose, validate_integration};
 pub(crate) use job::validate_job;
 pub(crate) use run::validate_run;
 
@@ -200,6 +203,17 @@ pub fn join(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
+}
+
+/// The issues a body starts with: in strict mode, every field the official request type of
+/// `endpoint` lacks and every `null` it does not allow (lenient mode ignores both, and counts
+/// a `null` as an absent field).
+pub fn official_issues(body: &Value, endpoint: &str, strict: bool) -> Issues {
+    let mut issues = Issues::default();
+    if strict {
+        official::check_request(endpoint, body, &mut issues);
+    }
+    issues
 }
 
 /// Shared by jobs and integrations: the body must be a JSON object.

@@ -4,11 +4,13 @@ use serde_json::Value;
 
 use super::deployment::{Context, check_deployment};
 use super::job::check_plan;
-use super::{Issues, body_object, field};
+use super::{body_object, field, official_issues};
 use crate::error::ApiError;
 
-pub fn validate_run(body: &Value) -> Result<(), ApiError> {
-    let mut issues = Issues::default();
+pub const START_RUN: &str = "POST /v1/projects/{projectId}/jobs/{jobId}/runs";
+
+pub fn validate_run(body: &Value, strict: bool) -> Result<(), ApiError> {
+    let mut issues = official_issues(body, START_RUN, strict);
     if let Some(run) = body_object(&mut issues, body) {
         if let Some(v) = field(run, "runtimeEnvironment") {
             issues.string_map(v, "runtimeEnvironment");

@@ -152,7 +152,8 @@ fn account(app: &App, integration_id: &str, ok: bool) {
     entry.consecutive_failed_events += 1;
     if limit > 0 && entry.consecutive_failed_events >= limit && !entry.view.status.disabled {
         entry.view.status.disabled = true;
-        entry.view.status.reason = Some(format!(
+        entry.view.status.reason = Some(true);
+        entry.disabled_reason = Some(format!(
             "Disabled after {limit} consecutive failed notifications"
         ));
         tracing::warn!(

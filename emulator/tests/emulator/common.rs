@@ -137,7 +137,7 @@ impl Api {
     pub async fn logs(&self, job: &str, run: &str) -> Vec<String> {
         let a = self
             .get(&format!(
-                "/v1/projects/{PROJECT}/jobs/{job}/logs?runId={run}"
+                "/v1/projects/{PROJECT}/jobs/{job}/logs?queryType=range&runId={run}"
             ))
             .await;
         assert_eq!(a.status, 200, "logs: {:?}", a.body);

@@ -185,11 +185,10 @@ async fn faults_are_reproducible_with_a_seed() {
 async fn requests_and_counters_are_recorded_and_served() {
     let (em, api) = emulator(fast_config()).await;
     let job_id = api.create_job(job("recorded")).await;
-    let run = api
-        .start_run(&job_id, json!({"runtimeEnvironment": {"A": "1"}}))
+    api.start_run(&job_id, json!({"runtimeEnvironment": {"A": "1"}}))
         .await;
     api.get(&format!(
-        "/v1/teams/t1/projects/{PROJECT}/jobs/{job_id}/runs/{run}?x=1"
+        "/v1/teams/t1/projects/{PROJECT}/jobs/{job_id}/runs?per_page=1"
     ))
     .await;
 
@@ -199,10 +198,10 @@ async fn requests_and_counters_are_recorded_and_served() {
     assert_eq!(requests[0].endpoint, "POST /v1/projects/{projectId}/jobs");
     assert_eq!(requests[0].body["name"], "recorded");
     assert_eq!(requests[1].body, json!({"runtimeEnvironment": {"A": "1"}}));
-    assert_eq!(requests[2].query.as_deref(), Some("x=1"));
+    assert_eq!(requests[2].query.as_deref(), Some("per_page=1"));
     assert_eq!(
         requests[2].endpoint,
-        "GET /v1/projects/{projectId}/jobs/{jobId}/runs/{runId}"
+        "GET /v1/projects/{projectId}/jobs/{jobId}/runs"
     );
     assert_eq!(requests[2].status, 200);
     let counters = em.counters();

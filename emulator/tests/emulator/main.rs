@@ -4,6 +4,7 @@
 mod binary;
 mod common;
 mod engine;
+mod fidelity;
 mod gateway;
 mod integrations;
 mod jobs;

@@ -82,7 +82,7 @@ async fn succeed_script_concludes_success() {
     );
     let log_entry = &api
         .get(&format!(
-            "/v1/projects/{PROJECT}/jobs/{job_id}/logs?runId={run}"
+            "/v1/projects/{PROJECT}/jobs/{job_id}/logs?queryType=range&runId={run}"
         ))
         .await
         .body["data"][0];
@@ -388,7 +388,7 @@ async fn finish_run_hook_and_logs_query() {
     assert_eq!(r["status"], "FAILED");
     em.finish_run(&run, Outcome::Success); // ignored: already concluded
     assert_eq!(api.run(&job_id, &run).await["status"], "FAILED");
-    let base = format!("/v1/projects/{PROJECT}/jobs/{job_id}/logs?runId={run}");
+    let base = format!("/v1/projects/{PROJECT}/jobs/{job_id}/logs?queryType=range&runId={run}");
     let all = api.logs(&job_id, &run).await;
     let last = api
         .get(&format!("{base}&lineLimit=1&direction=backward"))

@@ -243,9 +243,15 @@ async fn disables_after_consecutive_failed_events() {
     let status = api.get(&format!("{INTEGRATIONS}/failing")).await.body["data"]["status"].clone();
     assert_eq!(status["numberOfFailedRequests"], 4);
     assert!(status["timeOfFirstFailedRequest"].is_string());
+    assert_eq!(
+        status["reason"], true,
+        "typed boolean in the official types"
+    );
+    let record = &em.snapshot().integrations[0];
     assert!(
-        status["reason"]
-            .as_str()
+        record
+            .disabled_reason
+            .as_deref()
             .unwrap()
             .contains("2 consecutive failed")
     );

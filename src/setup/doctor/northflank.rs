@@ -426,10 +426,12 @@ fn status_check(current: &Value, fix: &str) -> Check {
         "make the webhook answer 2xx (is it deployed, is webhook_token the one registered?), then save the integration again so Northflank resumes: {fix}"
     );
     if status["disabled"] == true {
+        // The official type makes `reason` a boolean (disabled for failures); read a string
+        // too, in case the API says more than its type.
         let reason = match &status["reason"] {
-            Value::Null => String::new(),
+            Value::Bool(true) => " after failed deliveries".to_string(),
             Value::String(s) => format!(": {s}"),
-            other => format!(": {other}"),
+            _ => String::new(),
         };
         return Check::fail(
             NAME,
@@ -577,7 +579,7 @@ mod tests {
         assert!(
             bad[4]
                 .explanation
-                .starts_with("Northflank disabled it: true")
+                .starts_with("Northflank disabled it after failed deliveries")
         );
 
         let missing = Ok(None);
