@@ -6,6 +6,13 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 UV_VERSION="0.9.30"
+# The oldest Prefect the worker supports (README, "Supported Prefect versions"). The smoke test
+# runs against a server of this version, its flows executed by the same version, beside the
+# current one (scripts/requirements.txt). Its dependencies are taken as they were two days
+# after its release: later ones break it (pydantic, for one), and they would change under it.
+PREFECT_OLDEST="3.0.0"
+PREFECT_OLDEST_DEPS_BEFORE="2024-09-05"
+OLDEST_VENV="$ROOT/.venv-prefect-$PREFECT_OLDEST"
 RUN_DIR="${PFNF_RUN_DIR:-$ROOT/.tmp/run-$$}"
 PIDS=()
 
@@ -49,6 +56,20 @@ ensure_venv() {
   export PATH="$VENV/bin:$PATH"
 }
 
+# The oldest supported Prefect, in a virtualenv of its own; re-running is cheap.
+ensure_oldest_prefect() {
+  local stamp="$OLDEST_VENV/.installed"
+  local want="prefect==$PREFECT_OLDEST, dependencies before $PREFECT_OLDEST_DEPS_BEFORE"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing Prefect $PREFECT_OLDEST into $OLDEST_VENV (the oldest supported version)"
+    rm -rf "$OLDEST_VENV"
+    "$VENV/bin/uv" venv --quiet --python python3 "$OLDEST_VENV"
+    "$VENV/bin/uv" pip install --quiet --python "$OLDEST_VENV/bin/python" \
+      --exclude-newer "$PREFECT_OLDEST_DEPS_BEFORE" "prefect==$PREFECT_OLDEST"
+    echo "$want" > "$stamp"
+  fi
+}
+
 free_port() {
   "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -66,7 +87,7 @@ wait_for() {
 
 # Launches `prefect server` on 127.0.0.1 in the background with its own PREFECT_HOME (SQLite).
 # Args: a name (for its folder and log), a port, then NAME=VALUE server settings. Prints nothing;
-# pair it with await_prefect.
+# pair it with await_prefect. PREFECT_BIN chooses another installation's `prefect`.
 launch_prefect() {
   local name="$1" port="$2"
   shift 2
@@ -75,7 +96,8 @@ launch_prefect() {
   log "starting prefect server '$name' on 127.0.0.1:$port"
   env PREFECT_HOME="$home" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_ENABLED=false \
       PREFECT_API_URL= PREFECT_API_KEY= PREFECT_API_AUTH_STRING= "$@" \
-    "$VENV/bin/prefect" server start --host 127.0.0.1 --port "$port" >"$RUN_DIR/$name.log" 2>&1 &
+    "${PREFECT_BIN:-$VENV/bin/prefect}" server start --host 127.0.0.1 --port "$port" \
+    >"$RUN_DIR/$name.log" 2>&1 &
   PIDS+=("$!")
 }
 
@@ -112,7 +134,9 @@ await_moto() {
 
 # The servers the test suite needs, started side by side: the open Prefect server
 # (PREFECT_API_URL), one with basic auth and CSRF protection (PFNF_TEST_AUTH_API_URL,
-# PFNF_TEST_AUTH_STRING), and moto (PFNF_TEST_MOTO_URL).
+# PFNF_TEST_AUTH_STRING), one of the oldest supported version (PFNF_TEST_OLDEST_API_URL, its
+# installation in PFNF_TEST_OLDEST_VENV; ensure_oldest_prefect installs it), and moto
+# (PFNF_TEST_MOTO_URL).
 start_test_servers() {
   launch_test_servers
   await_test_servers
@@ -130,15 +154,22 @@ launch_test_servers() {
   launch_prefect prefect "$TEST_PORT" "$quiet"
   launch_prefect prefect-auth "$TEST_AUTH_PORT" "$quiet" PREFECT_SERVER_API_AUTH_STRING="$TEST_AUTH" \
     PREFECT_SERVER_CSRF_PROTECTION_ENABLED=true
+  # 3.0 knows its settings by older names, and this one as a duration.
+  TEST_OLDEST_PORT="$(free_port)"
+  PREFECT_BIN="$OLDEST_VENV/bin/prefect" launch_prefect prefect-oldest "$TEST_OLDEST_PORT" \
+    PREFECT_API_SERVICES_LATE_RUNS_AFTER_SECONDS=PT300S PREFECT_UI_ENABLED=false
   launch_moto
 }
 
 await_test_servers() {
   await_prefect prefect "$TEST_PORT"
   await_prefect prefect-auth "$TEST_AUTH_PORT"
+  await_prefect prefect-oldest "$TEST_OLDEST_PORT"
   await_moto
   export PREFECT_API_URL="http://127.0.0.1:$TEST_PORT/api" PREFECT_HOME="$RUN_DIR/prefect"
   export PFNF_TEST_AUTH_API_URL="http://127.0.0.1:$TEST_AUTH_PORT/api" PFNF_TEST_AUTH_STRING="$TEST_AUTH"
+  export PFNF_TEST_OLDEST_API_URL="http://127.0.0.1:$TEST_OLDEST_PORT/api"
+  export PFNF_TEST_OLDEST_VENV="$OLDEST_VENV"
 }
 
 # `cargo lambda build --release --arm64` (zig links for arm64), then the artifact sizes.

@@ -2,36 +2,14 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Options, TestApp, repo};
+use crate::helpers::{Options, TestApp, process_mode, repo};
 use serde_json::json;
-
-fn process_mode() -> nf_emulator::Config {
-    let mut config = nf_emulator::Config {
-        mode: nf_emulator::Mode::Process,
-        ..Default::default()
-    };
-    let venv_bin = repo().join(".venv/bin");
-    let path = format!(
-        "{}:{}",
-        venv_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    config.process_env.insert("PATH".into(), path);
-    let home = std::env::temp_dir().join(format!("pfnf-flow-home-{}", std::process::id()));
-    config
-        .process_env
-        .insert("PREFECT_HOME".into(), home.display().to_string());
-    config
-        .process_env
-        .insert("PREFECT_SERVER_ANALYTICS_ENABLED".into(), "false".into());
-    config
-}
 
 /// 8a: a real flow, executed by `prefect flow-run execute` in the emulator's process mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_flow_completes_and_its_job_is_deleted() {
     let options = Options {
-        emulator: process_mode(),
+        emulator: process_mode(&repo().join(".venv/bin")),
         api_key: Some("pnu_only_in_the_run".into()),
         ..Default::default()
     };

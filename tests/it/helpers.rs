@@ -54,6 +54,37 @@ pub fn run_facts(flow_run_name: &str, auth: PrefectAuth) -> prefect_nf::render::
     }
 }
 
+/// A flow's code, as a deployment names it: the flow's name, its folder and its entrypoint.
+pub struct FlowSource {
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub entrypoint: &'static str,
+}
+
+/// An emulator that really runs each job's command (process mode), with `prefect_bin` (a
+/// virtualenv's `bin`) first on its PATH: the Prefect whose `prefect flow-run execute` runs the
+/// flow, which should be the server's own version.
+pub fn process_mode(prefect_bin: &std::path::Path) -> nf_emulator::Config {
+    let mut config = nf_emulator::Config {
+        mode: nf_emulator::Mode::Process,
+        ..Default::default()
+    };
+    let path = format!(
+        "{}:{}",
+        prefect_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    config.process_env.insert("PATH".into(), path);
+    let home = std::env::temp_dir().join(format!("pfnf-flow-home-{}", std::process::id()));
+    config
+        .process_env
+        .insert("PREFECT_HOME".into(), home.display().to_string());
+    config
+        .process_env
+        .insert("PREFECT_SERVER_ANALYTICS_ENABLED".into(), "false".into());
+    config
+}
+
 pub fn prefect_api_url() -> String {
     std::env::var("PREFECT_API_URL").unwrap_or_else(|_| {
         panic!("PREFECT_API_URL is not set: run the integration tests through scripts/test, which starts a Prefect server")
@@ -376,16 +407,24 @@ impl TestApp {
 
     /// A deployment of the example flow in this pool.
     pub async fn deployment(&self, job_variables: Value) -> Uuid {
-        let flow: Value = self
-            .post("/flows/", json!({"name": "hello-northflank"}))
-            .await;
-        let dir = repo().join("examples/flows");
+        let flow = FlowSource {
+            name: "hello-northflank",
+            dir: repo().join("examples/flows"),
+            entrypoint: "hello.py:hello",
+        };
+        self.deployment_of(&flow, job_variables).await
+    }
+
+    /// A deployment of `flow` in this pool.
+    pub async fn deployment_of(&self, flow: &FlowSource, job_variables: Value) -> Uuid {
+        let dir = &flow.dir;
+        let flow_id = self.post("/flows/", json!({"name": flow.name})).await["id"].clone();
         let body = json!({
             "name": format!("dep-{}", Uuid::new_v4().simple()),
-            "flow_id": flow["id"],
+            "flow_id": flow_id,
             "work_pool_name": self.pool,
             "job_variables": job_variables,
-            "entrypoint": "hello.py:hello",
+            "entrypoint": flow.entrypoint,
             "path": dir,
             "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": dir}}],
             "parameter_openapi_schema": {"type": "object", "properties": {"name": {"type": "string"}}},

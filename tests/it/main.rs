@@ -28,6 +28,7 @@ mod render_emulator;
 mod render_rules;
 mod secrets;
 mod settle;
+mod smoke;
 mod surface;
 mod template;
 mod webhook;
