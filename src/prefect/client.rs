@@ -89,8 +89,15 @@ impl Transient for PrefectError {
         }
     }
 
+    /// A 429's own delay is waited out by the client's limiter, with every other call, before
+    /// the next attempt goes out (or the call fails at once when the pause passes its deadline).
     fn retry_after(&self) -> Option<Duration> {
         match self {
+            PrefectError::Status {
+                status: 429,
+                retry_after: Some(_),
+                ..
+            } => Some(Duration::ZERO),
             PrefectError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }

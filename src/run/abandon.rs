@@ -89,7 +89,8 @@ fn temporary(error: &LaunchError) -> Option<(String, Duration)> {
     if let Some(e) = prefect_cause(error).filter(|e| e.is_throttled()) {
         let wait = match e {
             PrefectError::Throttled { until, .. } => (*until - Utc::now()).to_std().ok(),
-            _ => e.retry_after(),
+            PrefectError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         };
         let wait = wait.unwrap_or(Duration::from_secs(60));
         let reason = format!(
