@@ -16,7 +16,8 @@
 //!    - [`ids`]: identifiers that parse instead of validate: flow-run ids, `pf-<uuid>` job
 //!      names, `<project>:<job>:<run>` infrastructure pids.
 //!    - [`retry`], [`http`]: the retry policy and the HTTP details both API clients share.
-//!    - [`prefect`], [`northflank`]: the two REST clients and the objects they read.
+//!    - [`prefect`], [`northflank`]: the two REST clients and the objects they read (the
+//!      Prefect client with one rate limiter for the whole process, `prefect::throttle`).
 //!    - [`render`]: a pool's base job template and job variables → the exact Northflank
 //!      create-job and start-run bodies (with the `prefect-templating` crate).
 //!    - [`ownership`]: the one rule for what this installation may touch (pure).

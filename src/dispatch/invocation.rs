@@ -1,16 +1,18 @@
 //! One dispatch invocation, in named phases: begin (the first heartbeat, the log sender), the
 //! poll window (heartbeat when due, poll, submit, wait), drain (the submissions and heartbeats
-//! still running), finish (the last log batch, the summary).
+//! still running), finish (the last log batch, the summary). Prefect's rate limit is reported
+//! once, when the invocation first meets it, and in the summary.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::submit::{SubmitOutcome, submit};
+use super::submit::{self, SubmitOutcome, submit};
 use super::{LOG_FLUSH_EVERY, SUBMIT_RESERVE, Summary, poll, read_pool, send_heartbeat};
 use crate::ids::FlowRunId;
 use crate::prefect::models::{WorkPool, WorkerFlowRun};
@@ -33,15 +35,24 @@ pub struct Start {
     prefect: u64,
     northflank: u64,
     throttled: u64,
+    prefect_throttled: u64,
+    prefect_paused: (Duration, Duration),
+    held: u64,
+    dropped: u64,
 }
 
 impl Start {
     pub fn now(worker: &Worker) -> Self {
+        let outbox = &worker.kept.outbox;
         Start {
             at: Instant::now(),
             prefect: worker.prefect.requests_sent(),
             northflank: worker.northflank.requests_sent(),
             throttled: worker.northflank.throttled(),
+            prefect_throttled: worker.prefect.throttled(),
+            prefect_paused: worker.prefect.paused_total(),
+            held: outbox.held(),
+            dropped: outbox.dropped(),
         }
     }
 }
@@ -72,6 +83,8 @@ struct Invocation {
     last_heartbeat: Instant,
     submissions: Submissions,
     logs: LogSender,
+    /// Prefect's rate limit has been reported (once per invocation).
+    throttling_reported: bool,
 }
 
 impl Invocation {
@@ -90,6 +103,7 @@ impl Invocation {
             summary: Summary::default(),
             heartbeats: JoinSet::new(),
             last_heartbeat: Instant::now(),
+            throttling_reported: false,
         };
         invocation.beat();
         invocation
@@ -120,7 +134,13 @@ impl Invocation {
         loop {
             let tick = Instant::now();
             self.heartbeat_if_due().await;
+            let paused = self.worker.prefect.paused_until();
+            if !super::worth_polling(tick, self.deadline, paused) {
+                self.report_throttling();
+                return;
+            }
             let full = self.poll_and_submit().await;
+            self.report_throttling();
             let next = tick + interval;
             if next > window_end {
                 return;
@@ -171,17 +191,18 @@ impl Invocation {
     }
 
     fn submit(&mut self, entry: WorkerFlowRun) {
-        let (worker, pool, deadline) = (self.worker.clone(), self.pool.clone(), self.deadline);
+        let (worker, pool) = (self.worker.clone(), self.pool.clone());
         if !self
             .submissions
             .spawn(entry, move |entry, permits| async move {
-                match permits.acquire().await {
-                    Ok(_permit) if Instant::now() + SUBMIT_RESERVE <= deadline => {
-                        submit(&worker, &pool, &entry).await
-                    }
-                    _ => SubmitOutcome::NotClaimed {
-                        reason: "no time left in this invocation".into(),
-                    },
+                let Ok(_permit) = permits.acquire().await else {
+                    return SubmitOutcome::NotClaimed {
+                        reason: "the invocation is ending".into(),
+                    };
+                };
+                match submit::gate(&worker) {
+                    Some(outcome) => outcome,
+                    None => submit(&worker, &pool, &entry).await,
                 }
             })
         {
@@ -222,13 +243,30 @@ impl Invocation {
         self.submissions.tasks.abort_all();
     }
 
-    async fn finish(self) -> Summary {
+    fn report_throttling(&mut self) {
+        let seen_before = self.start.prefect_throttled;
+        report_throttling(&self.worker, seen_before, &mut self.throttling_reported);
+    }
+
+    async fn finish(mut self) -> Summary {
         self.logs.stop(self.deadline).await;
         let (worker, start) = (&self.worker, &self.start);
+        report_throttling(
+            worker,
+            start.prefect_throttled,
+            &mut self.throttling_reported,
+        );
         let mut summary = self.summary;
         summary.prefect_requests = worker.prefect.requests_sent() - start.prefect;
         summary.northflank_requests = worker.northflank.requests_sent() - start.northflank;
         summary.northflank_throttled = worker.northflank.throttled() - start.throttled;
+        summary.prefect_throttled = worker.prefect.throttled() - start.prefect_throttled;
+        let (api, logs) = worker.prefect.paused_total();
+        let ms = |now: Duration, then: Duration| now.saturating_sub(then).as_millis() as u64;
+        summary.prefect_paused_ms = ms(api, start.prefect_paused.0);
+        summary.prefect_logs_paused_ms = ms(logs, start.prefect_paused.1);
+        summary.logs_held = worker.kept.outbox.held() - start.held;
+        summary.logs_dropped = worker.kept.outbox.dropped() - start.dropped;
         summary.duration_ms = start.at.elapsed().as_millis() as u64;
         log_summary(&summary);
         summary
@@ -341,6 +379,23 @@ fn record(summary: &mut Summary, done: Result<SubmitOutcome, tokio::task::JoinEr
     }
 }
 
+/// One WARN line the first time an invocation sees Prefect's rate limit (`seen_before`: the
+/// 429s counted when it started), not one per refused request.
+fn report_throttling(worker: &Worker, seen_before: u64, reported: &mut bool) {
+    let prefect = &worker.prefect;
+    if *reported || prefect.throttled() == seen_before {
+        return;
+    }
+    *reported = true;
+    let until = prefect
+        .paused_until()
+        .map(|(_, wall)| wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    tracing::warn!(
+        paused_until = until.as_deref().unwrap_or("not paused now"),
+        "Prefect is rate-limiting this worker (HTTP 429): its Prefect calls wait for the time Prefect names, and no flow run is claimed meanwhile"
+    );
+}
+
 fn log_summary(summary: &Summary) {
     tracing::info!(
         polls = summary.polls,
@@ -352,11 +407,18 @@ fn log_summary(summary: &Summary) {
         skipped = summary.skipped,
         cancelled = summary.cancelled,
         rescheduled = summary.rescheduled,
+        deferred = summary.deferred,
+        interrupted = summary.interrupted,
         heartbeat_errors = summary.heartbeat_errors,
         poll_errors = summary.poll_errors,
         prefect_requests = summary.prefect_requests,
         northflank_requests = summary.northflank_requests,
         northflank_throttled = summary.northflank_throttled,
+        prefect_throttled = summary.prefect_throttled,
+        prefect_paused_ms = summary.prefect_paused_ms,
+        prefect_logs_paused_ms = summary.prefect_logs_paused_ms,
+        logs_held = summary.logs_held,
+        logs_dropped = summary.logs_dropped,
         duration_ms = summary.duration_ms,
         "dispatch invocation finished"
     );

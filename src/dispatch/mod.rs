@@ -5,6 +5,10 @@
 //! Polling several times per invocation is what keeps the pool's queues and deployments READY:
 //! Prefect marks them NOT_READY 60 s after the last poll, and a schedule fires at most once a
 //! minute.
+//!
+//! While Prefect's rate limit pauses the worker's calls, nothing is claimed ([`claim_gate`]): a
+//! run claimed then would wait in PENDING, and might not be submitted before the deadline. The
+//! runs stay SCHEDULED for the next poll or invocation.
 
 mod invocation;
 mod submit;
@@ -54,12 +58,27 @@ pub struct Summary {
     pub skipped: u32,
     /// Cancelled because their deployment is gone.
     pub cancelled: u32,
-    /// Sent back to Scheduled because Northflank rate-limited us.
+    /// Sent back to Scheduled because Northflank or Prefect rate-limited us.
     pub rescheduled: u32,
+    /// Left Scheduled, unclaimed, because Prefect's rate limit paused the worker's calls.
+    pub deferred: u32,
+    /// Claimed, then left PENDING without infrastructure because Prefect's rate limit outlasted
+    /// the invocation; reconciliation resumes them.
+    pub interrupted: u32,
     pub prefect_requests: u64,
     pub northflank_requests: u64,
     /// Northflank answers 429 among `northflank_requests`.
     pub northflank_throttled: u64,
+    /// Prefect answers 429 among `prefect_requests`.
+    pub prefect_throttled: u64,
+    /// How long Prefect's rate limit paused the worker's API calls.
+    pub prefect_paused_ms: u64,
+    /// How long it paused the worker's log lines and events (a bucket of their own).
+    pub prefect_logs_paused_ms: u64,
+    /// Log lines and events Prefect's rate limit refused, kept for a later send.
+    pub logs_held: u64,
+    /// Log lines and events dropped because too many were waiting.
+    pub logs_dropped: u64,
     pub duration_ms: u64,
 }
 
@@ -79,11 +98,51 @@ impl Summary {
                 self.claimed += 1;
                 self.rescheduled += 1;
             }
+            SubmitOutcome::Interrupted { .. } => {
+                self.claimed += 1;
+                self.interrupted += 1;
+            }
+            SubmitOutcome::Deferred { .. } => self.deferred += 1,
             SubmitOutcome::Failed { .. } => self.failed += 1,
             SubmitOutcome::NotClaimed { .. } => self.skipped += 1,
             SubmitOutcome::Cancelled { .. } => self.cancelled += 1,
         }
     }
+}
+
+/// Whether a claim may start now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ClaimGate {
+    Open,
+    /// Prefect's rate limit pauses the worker's calls until then.
+    Paused(chrono::DateTime<chrono::Utc>),
+    /// Less than [`SUBMIT_RESERVE`] is left.
+    NoTime,
+}
+
+/// Claims stop while Prefect's rate limit pauses the worker (`paused_until`), and when what is
+/// left before `deadline` cannot hold a submission.
+pub fn claim_gate(
+    now: Instant,
+    deadline: Instant,
+    paused_until: Option<(Instant, chrono::DateTime<chrono::Utc>)>,
+) -> ClaimGate {
+    match paused_until {
+        Some((until, wall)) if until > now => ClaimGate::Paused(wall),
+        _ if now + SUBMIT_RESERVE > deadline => ClaimGate::NoTime,
+        _ => ClaimGate::Open,
+    }
+}
+
+/// Whether polling is worth it: not when a pause leaves no time to submit what it finds after
+/// it lifts.
+pub fn worth_polling(
+    now: Instant,
+    deadline: Instant,
+    paused_until: Option<(Instant, chrono::DateTime<chrono::Utc>)>,
+) -> bool {
+    let resume = paused_until.map_or(now, |(until, _)| until.max(now));
+    resume + SUBMIT_RESERVE <= deadline
 }
 
 /// Reads the pool. A missing pool is a configuration error, reported as such.
@@ -115,7 +174,9 @@ pub async fn send_heartbeat(worker: &Worker) -> bool {
         }
         sent
     };
-    policy.run_if(deadline, |_| true, beat).await.is_ok()
+    // A pause past the deadline refuses every attempt at once: nothing to wait for.
+    let retry_when = |e: &PrefectError| !matches!(e, PrefectError::Throttled { .. });
+    policy.run_if(deadline, retry_when, beat).await.is_ok()
 }
 
 /// The pool, and whether the heartbeat went through.
@@ -143,4 +204,32 @@ pub async fn invoke_instant(worker: &Worker, deadline: Instant) -> Result<Summar
     let start = Start::now(worker);
     let pool = read_pool(&worker.until(deadline)).await?;
     Ok(run(worker, pool, deadline, Mode::Instant, start).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_stop_while_paused_and_when_no_submission_fits() {
+        let now = Instant::now();
+        let wall = chrono::Utc::now();
+        let deadline = now + Duration::from_secs(60);
+        assert_eq!(claim_gate(now, deadline, None), ClaimGate::Open);
+        let lifted = Some((now - Duration::from_secs(1), wall));
+        assert_eq!(claim_gate(now, deadline, lifted), ClaimGate::Open);
+        let paused = Some((now + Duration::from_secs(5), wall));
+        assert_eq!(claim_gate(now, deadline, paused), ClaimGate::Paused(wall));
+        let late = deadline - SUBMIT_RESERVE + Duration::from_millis(1);
+        assert_eq!(claim_gate(late, deadline, None), ClaimGate::NoTime);
+
+        assert!(worth_polling(now, deadline, None));
+        assert!(worth_polling(now, deadline, paused));
+        let long = Some((deadline - SUBMIT_RESERVE + Duration::from_secs(1), wall));
+        assert!(
+            !worth_polling(now, deadline, long),
+            "no time left after the pause"
+        );
+        assert!(!worth_polling(late, deadline, None));
+    }
 }

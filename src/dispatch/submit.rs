@@ -1,10 +1,13 @@
-//! Submitting one polled flow run: its deployment, the claim, the launch. After a won claim,
-//! every failure ends in a state (Crashed, or back to Scheduled when Northflank is only rate
-//! limiting), and a job that was written for an abandoned run is deleted (`run::abandon`).
+//! Submitting one polled flow run: its deployment, the claim, the launch. No claim is made while
+//! Prefect's rate limit pauses the worker. After a won claim, every failure ends in a state
+//! (Crashed, or back to Scheduled when an API is only rate limiting, or still PENDING for
+//! reconciliation when Prefect's rate limit refuses even that), and a job that was written for
+//! an abandoned run is deleted (`run::abandon`).
 
 use serde::Serialize;
 use tracing::Instrument;
 
+use super::{ClaimGate, claim_gate};
 use crate::prefect::logs::RunLog;
 use crate::prefect::models::{FlowRun, WorkPool, WorkerFlowRun};
 use crate::run::{self, Abandoned, Claimed, Launch, LaunchError, NotClaimed};
@@ -22,8 +25,13 @@ pub enum SubmitOutcome {
     Cancelled { reason: String },
     /// Claimed, then failed: proposed Crashed.
     Crashed { reason: String },
-    /// Claimed, then Northflank's rate limit ran past the deadline: back to Scheduled.
+    /// Claimed, then a rate limit ran past the deadline: back to Scheduled.
     Rescheduled { reason: String },
+    /// Not claimed because Prefect's rate limit paused the worker: still Scheduled.
+    Deferred { reason: String },
+    /// Claimed, then Prefect's rate limit outlasted the invocation: still PENDING, for
+    /// reconciliation to resume.
+    Interrupted { reason: String },
     /// Failed before the claim; nothing changed and the next poll tries again.
     Failed { error: String },
 }
@@ -41,7 +49,11 @@ pub async fn submit(worker: &Worker, pool: &WorkPool, entry: &WorkerFlowRun) -> 
         ));
         let outcome = claim_and_launch(worker, pool, flow_run, &mut log).await;
         trace(&outcome);
-        worker.keep_logs(&mut log);
+        // A run left alone for the rate limit is not the worker's yet: nothing in its logs, and
+        // nothing more for the limit to count.
+        if !matches!(outcome, SubmitOutcome::Deferred { .. }) {
+            worker.keep_logs(&mut log);
+        }
         outcome
     }
     .instrument(span)
@@ -64,6 +76,12 @@ fn trace(outcome: &SubmitOutcome) {
         }
         SubmitOutcome::Rescheduled { reason } => {
             tracing::warn!(decision = "rescheduled", reason = %reason, "flow run rescheduled")
+        }
+        SubmitOutcome::Deferred { reason } => {
+            tracing::info!(decision = "deferred", reason = %reason, "flow run left for the next poll")
+        }
+        SubmitOutcome::Interrupted { reason } => {
+            tracing::warn!(decision = "interrupted", reason = %reason, "flow run left PENDING")
         }
         SubmitOutcome::Failed { error } => {
             tracing::warn!(decision = "failed", error = %error, "flow run not claimed: error")
@@ -98,16 +116,21 @@ async fn claim_and_launch(
                 },
             };
         }
+        Err(e) if e.is_throttled() => return deferred(e.to_string()),
         Err(e) => {
             return SubmitOutcome::Failed {
                 error: e.to_string(),
             };
         }
     };
+    if let Some(outcome) = gate(worker) {
+        return outcome;
+    }
     let claimed_at = match run::claim(worker, flow_run, log).await {
         Ok(at) => at,
         Err(NotClaimed::Refused(reason)) => return SubmitOutcome::NotClaimed { reason },
         Err(NotClaimed::Failed(error)) => return SubmitOutcome::Failed { error },
+        Err(NotClaimed::Throttled(error)) => return deferred(error),
     };
     let claimed = Claimed {
         pool,
@@ -130,6 +153,30 @@ async fn claim_and_launch(
         Err(e) => match run::abandon(worker, flow_run, e, log).await {
             Abandoned::Rescheduled(reason) => SubmitOutcome::Rescheduled { reason },
             Abandoned::Crashed(reason) => SubmitOutcome::Crashed { reason },
+            Abandoned::LeftPending(reason) => SubmitOutcome::Interrupted { reason },
         },
+    }
+}
+
+/// The last look before a claim: none while Prefect's rate limit pauses the worker, none
+/// without the time to submit.
+pub(super) fn gate(worker: &Worker) -> Option<SubmitOutcome> {
+    let deadline = worker.prefect.deadline()?;
+    let now = tokio::time::Instant::now();
+    match claim_gate(now, deadline, worker.prefect.paused_until()) {
+        ClaimGate::Open => None,
+        ClaimGate::Paused(until) => Some(deferred(format!(
+            "Prefect rate-limited this worker until {}",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))),
+        ClaimGate::NoTime => Some(SubmitOutcome::NotClaimed {
+            reason: "no time left in this invocation".into(),
+        }),
+    }
+}
+
+fn deferred(why: String) -> SubmitOutcome {
+    SubmitOutcome::Deferred {
+        reason: format!("{why}; the flow run stays Scheduled for the next poll"),
     }
 }

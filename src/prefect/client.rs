@@ -1,10 +1,12 @@
 //! The Prefect REST client's transport: base URL, authentication, headers, Prefect's retry rules
-//! bounded by a deadline, and CSRF tokens for servers that require them.
+//! bounded by a deadline, one rate limiter for every clone (`throttle`), and CSRF tokens for
+//! servers that require them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -12,6 +14,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::throttle::{Lane, Throttle};
 use crate::config::PrefectAuth;
 use crate::http::RateLimit;
 use crate::retry::{RetryPolicy, Transient};
@@ -43,6 +46,15 @@ pub enum PrefectError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "Prefect rate-limited this worker until {}: {method} {path} was not sent, because the wait would pass the invocation's deadline",
+        until.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    Throttled {
+        method: Method,
+        path: String,
+        until: DateTime<Utc>,
+    },
     #[error("Prefect API URL {url:?} is invalid: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("could not build the HTTP client: {0}")]
@@ -60,6 +72,11 @@ impl PrefectError {
     pub fn is_auth(&self) -> bool {
         matches!(self.status(), Some(401 | 403))
     }
+
+    /// Prefect's rate limit refused the call, or paused it past its deadline.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, PrefectError::Throttled { .. }) || self.status() == Some(429)
+    }
 }
 
 impl Transient for PrefectError {
@@ -72,8 +89,15 @@ impl Transient for PrefectError {
         }
     }
 
+    /// A 429's own delay is waited out by the client's limiter, with every other call, before
+    /// the next attempt goes out (or the call fails at once when the pause passes its deadline).
     fn retry_after(&self) -> Option<Duration> {
         match self {
+            PrefectError::Status {
+                status: 429,
+                retry_after: Some(_),
+                ..
+            } => Some(Duration::ZERO),
             PrefectError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -97,14 +121,19 @@ struct Inner {
     csrf: Mutex<Option<(Uuid, String)>>,
     /// The rate-limit headers of the latest answer that had any.
     rate: std::sync::Mutex<RateLimit>,
+    /// Prefect's 429s: one pause for every call of the process.
+    throttle: Throttle,
 }
 
-/// A cheap handle; clones share one connection pool and request counter.
+/// A cheap handle; clones share one connection pool, request counter and rate limiter.
 #[derive(Clone)]
 pub struct PrefectClient {
     inner: Arc<Inner>,
     deadline: Option<Instant>,
     policy: RetryPolicy,
+    /// Whether a 429 is retried (after the pause); callers that keep what was refused for a
+    /// later send turn it off.
+    retry_throttled: bool,
 }
 
 impl PrefectClient {
@@ -129,9 +158,11 @@ impl PrefectClient {
                 auth_failures: AtomicU64::new(0),
                 csrf: Mutex::new(None),
                 rate: std::sync::Mutex::default(),
+                throttle: Throttle::default(),
             }),
             deadline: None,
             policy: RetryPolicy::new(retry_base),
+            retry_throttled: true,
         })
     }
 
@@ -147,6 +178,16 @@ impl PrefectClient {
     pub fn with_retries(&self, policy: RetryPolicy) -> Self {
         PrefectClient {
             policy,
+            ..self.clone()
+        }
+    }
+
+    /// The same client, with a call that Prefect's rate limit refuses failing instead of being
+    /// retried, for callers that keep what was refused and send it later (the pause still holds
+    /// back their next call).
+    pub fn without_throttled_retries(&self) -> Self {
+        PrefectClient {
+            retry_throttled: false,
             ..self.clone()
         }
     }
@@ -175,6 +216,27 @@ impl PrefectClient {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
+    /// Answers 429 so far (also counted in [`PrefectClient::requests_refused`]).
+    pub fn throttled(&self) -> u64 {
+        self.inner.throttle.refusals()
+    }
+
+    /// When Prefect's rate limit lets API calls go again, while it holds them back: the instant,
+    /// and the time as the server named it.
+    pub fn paused_until(&self) -> Option<(Instant, DateTime<Utc>)> {
+        self.inner.throttle.paused_until(Lane::Api)
+    }
+
+    /// How long Prefect's rate limit has held back this process's calls: API calls, and log
+    /// lines and events.
+    pub fn paused_total(&self) -> (Duration, Duration) {
+        let throttle = &self.inner.throttle;
+        (
+            throttle.paused_total(Lane::Api),
+            throttle.paused_total(Lane::Logs),
+        )
+    }
+
     /// Answers 401 or 403 so far: a signal to read the credentials again.
     pub fn auth_failures(&self) -> u64 {
         self.inner.auth_failures.load(Ordering::Relaxed)
@@ -190,13 +252,13 @@ impl PrefectClient {
         crate::http::join(&self.inner.base, segments)
     }
 
-    async fn send_once(
+    /// One request with its headers: version, worker name, credentials, CSRF token, body.
+    async fn request(
         &self,
         method: &Method,
         url: &Url,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Vec<u8>)> {
-        let path = url.path().to_string();
+    ) -> reqwest::RequestBuilder {
         let timeout = crate::http::timeout(self.deadline);
         let mut req = self
             .inner
@@ -223,6 +285,29 @@ impl PrefectClient {
         if let Some(body) = body {
             req = req.json(body);
         }
+        req
+    }
+
+    /// One attempt: it waits while Prefect's rate limit pauses its bucket (or fails at once if
+    /// the pause outlasts the deadline), and a 429 pauses every call of the bucket.
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let path = url.path().to_string();
+        let lane = Lane::of(self.inner.base.path(), &path);
+        let throttled = |until| PrefectError::Throttled {
+            method: method.clone(),
+            path: path.clone(),
+            until,
+        };
+        (self.inner.throttle)
+            .wait(lane, self.deadline)
+            .await
+            .map_err(throttled)?;
+        let req = self.request(method, url, body).await;
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |source| PrefectError::Transport {
             method: method.clone(),
@@ -250,6 +335,11 @@ impl PrefectClient {
         if status.is_success() {
             return Ok((status, bytes));
         }
+        if status.as_u16() == 429
+            && let Some(until) = self.pause(lane, retry_after)
+        {
+            return Err(throttled(until));
+        }
         let detail = detail(&bytes);
         if matches!(status.as_u16(), 401 | 403) && !detail.contains("CSRF") {
             self.inner.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +351,16 @@ impl PrefectClient {
             detail,
             retry_after,
         })
+    }
+
+    /// Counts a 429 and pauses its bucket for the `Retry-After` it named. Returns the pause's
+    /// end when it outlasts this client's deadline: the call then fails at once.
+    fn pause(&self, lane: Lane, retry_after: Option<Duration>) -> Option<DateTime<Utc>> {
+        let (until, wall, began) = self.inner.throttle.refused(lane, retry_after)?;
+        if began {
+            tracing::debug!(api = "prefect", bucket = ?lane, until = %wall.to_rfc3339_opts(SecondsFormat::Secs, true), "rate-limited: calls paused");
+        }
+        self.deadline.filter(|d| until > *d).map(|_| wall)
     }
 
     pub(super) async fn send(
@@ -278,9 +378,15 @@ impl PrefectClient {
         url: Url,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Vec<u8>)> {
+        let retry_when: fn(&PrefectError) -> bool = if self.retry_throttled {
+            PrefectError::is_transient
+        } else {
+            |e| e.is_transient() && !e.is_throttled()
+        };
         let attempt = || {
-            self.policy
-                .run(self.deadline, || self.send_once(&method, &url, body))
+            self.policy.run_if(self.deadline, retry_when, || {
+                self.send_once(&method, &url, body)
+            })
         };
         match attempt().await {
             Err(PrefectError::Status {

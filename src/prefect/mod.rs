@@ -11,5 +11,6 @@ pub mod models;
 pub mod outbox;
 pub mod stale;
 pub mod states;
+pub mod throttle;
 
 pub use client::{API_VERSION, PrefectClient, PrefectError};

@@ -20,6 +20,8 @@ pub enum NotClaimed {
     Refused(String),
     /// The proposal could not be sent: nothing changed, the next poll tries again.
     Failed(String),
+    /// Prefect's rate limit held the proposal back: nothing changed, the next poll tries again.
+    Throttled(String),
 }
 
 /// Proposes PENDING until the server answers something other than WAIT (bounded), returning
@@ -33,7 +35,11 @@ pub async fn claim(
     for _ in 0..WAITS {
         let proposal = Proposal::pending();
         let result = worker.prefect.set_state(id, &proposal).await.map_err(|e| {
-            NotClaimed::Failed(format!("Failed to update state of flow run '{id}': {e}"))
+            let message = format!("Failed to update state of flow run '{id}': {e}");
+            match e.is_throttled() {
+                true => NotClaimed::Throttled(message),
+                false => NotClaimed::Failed(message),
+            }
         })?;
         match interpret_claim(&result, proposal.transition_id, &id.to_string()) {
             Claim::Stale(ours) => {

@@ -9,18 +9,24 @@ use serde_json::{Map, Value, json};
 
 use super::Summary;
 
-/// The metrics, by name, with their values in `summary`.
-fn values(summary: &Summary) -> [(&'static str, u64); 6] {
+/// The metrics, by name, with their unit and their values in `summary`.
+fn values(summary: &Summary) -> [(&'static str, &'static str, u64); 10] {
+    let d = &summary.dispatch;
     [
-        ("RunsClaimed", u64::from(summary.dispatch.claimed)),
-        ("RunsSubmitted", u64::from(summary.dispatch.submitted)),
+        ("RunsClaimed", "Count", u64::from(d.claimed)),
+        ("RunsSubmitted", "Count", u64::from(d.submitted)),
         (
             "RunsCrashed",
-            u64::from(summary.dispatch.crashed) + u64::from(summary.reconcile.crashed),
+            "Count",
+            u64::from(d.crashed) + u64::from(summary.reconcile.crashed),
         ),
-        ("RunsRescheduled", u64::from(summary.dispatch.rescheduled)),
-        ("NorthflankRequests", summary.dispatch.northflank_requests),
-        ("Northflank429s", summary.dispatch.northflank_throttled),
+        ("RunsRescheduled", "Count", u64::from(d.rescheduled)),
+        ("RunsDeferred", "Count", u64::from(d.deferred)),
+        ("NorthflankRequests", "Count", d.northflank_requests),
+        ("Northflank429s", "Count", d.northflank_throttled),
+        ("Prefect429s", "Count", d.prefect_throttled),
+        ("PrefectPausedMs", "Milliseconds", d.prefect_paused_ms),
+        ("PrefectLogsHeld", "Count", d.logs_held),
     ]
 }
 
@@ -29,7 +35,7 @@ pub fn emf(namespace: &str, work_pool: &str, summary: &Summary, at: DateTime<Utc
     let values = values(summary);
     let definitions: Vec<Value> = values
         .iter()
-        .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
         .collect();
     let mut doc = Map::new();
     doc.insert(
@@ -44,7 +50,7 @@ pub fn emf(namespace: &str, work_pool: &str, summary: &Summary, at: DateTime<Utc
         }),
     );
     doc.insert("WorkPool".into(), json!(work_pool));
-    for (name, value) in values {
+    for (name, _, value) in values {
         doc.insert(name.into(), json!(value));
     }
     // Not metrics, but searchable beside them in Logs Insights.
@@ -67,8 +73,12 @@ mod tests {
                 claimed: 3,
                 submitted: 2,
                 crashed: 1,
+                deferred: 5,
                 northflank_requests: 9,
                 northflank_throttled: 4,
+                prefect_throttled: 7,
+                prefect_paused_ms: 2500,
+                logs_held: 30,
                 ..Default::default()
             },
             reconcile: Default::default(),
@@ -99,12 +109,26 @@ mod tests {
                 "RunsClaimed",
                 "RunsSubmitted",
                 "RunsCrashed",
+                "RunsDeferred",
                 "NorthflankRequests",
-                "Northflank429s"
+                "Northflank429s",
+                "Prefect429s",
+                "PrefectPausedMs",
+                "PrefectLogsHeld",
             ]
             .map(got),
-            [3, 2, 3, 9, 4]
+            [3, 2, 3, 5, 9, 4, 7, 2500, 30]
         );
+        let unit = |name: &str| {
+            meta["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["Name"] == name)
+                .map(|m| m["Unit"].as_str().unwrap().to_string())
+        };
+        assert_eq!(unit("PrefectPausedMs").as_deref(), Some("Milliseconds"));
+        assert_eq!(unit("Prefect429s").as_deref(), Some("Count"));
         assert!(declared.len() <= 100, "EMF allows 100 metrics per document");
     }
 }

@@ -131,6 +131,9 @@ pub struct Options {
     pub api_key: Option<String>,
     /// Register our webhook with the emulator (off when a test delivers notifications itself).
     pub register_webhook: bool,
+    /// The Prefect API URL the worker uses, when it is not the server's own (a proxy in front
+    /// of it); the test's own calls still go to the server.
+    pub worker_api: Option<String>,
 }
 
 impl Default for Options {
@@ -146,6 +149,7 @@ impl Default for Options {
             worker_name: "prefect-nf-test".into(),
             api_key: None,
             register_webhook: true,
+            worker_api: None,
         }
     }
 }
@@ -196,7 +200,13 @@ impl TestApp {
             .try_init();
         let api = options.prefect.api.clone();
         let pool = format!("test-{}", Uuid::new_v4().simple());
-        let mut worker = worker_for(&api, &pool, &emulator.base_url(), &options.worker_name);
+        let worker_api = options.worker_api.as_deref().unwrap_or(&api);
+        let mut worker = worker_for(
+            worker_api,
+            &pool,
+            &emulator.base_url(),
+            &options.worker_name,
+        );
         let mut credentials = worker.credentials.clone();
         if let Some(auth) = &options.prefect.auth {
             credentials.prefect = PrefectAuth::AuthString(Secret::new(auth.clone()));
@@ -690,6 +700,33 @@ pub fn worker_for(api: &str, pool: &str, northflank: &str, name: &str) -> Worker
         dispatch_token: Some(Secret::new(DISPATCH_TOKEN)),
     };
     Worker::new(settings, credentials).expect("worker")
+}
+
+/// Log output captured in memory, for a test's own `tracing` subscriber.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 /// A Secrets Manager client for moto's server, started by scripts/test.

@@ -9,33 +9,11 @@
 #[path = "../it/helpers.rs"]
 mod helpers;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{DISPATCH_TOKEN, NF_TOKEN, Options, TestApp, WEBHOOK_TOKEN, block};
+use helpers::{Captured, DISPATCH_TOKEN, NF_TOKEN, Options, TestApp, WEBHOOK_TOKEN, block};
 use prefect_nf::setup::{automation, pool};
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_value_appears_in_any_log_line() {
