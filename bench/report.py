@@ -469,7 +469,8 @@ def write(cfg, details, errors, out_dir=None):
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "command": command(cfg),
+        # scripts/bench's knobs as it was called (BENCH_SCALE always).
+        "command": os.environ.get("BENCH_COMMAND") or f"BENCH_SCALE={cfg['scale']} scripts/bench",
         "profile": os.environ.get("BENCH_PROFILE", "bench-release"),
         "commit": git_version(),
         "theirs_python": os.environ.get("BENCH_THEIRS_PYTHON_VERSION", "Python 3.12"),
@@ -485,14 +486,3 @@ def write(cfg, details, errors, out_dir=None):
         f.write(markdown(cfg, details, errors, h, rows, info))
     print(f"wrote {os.path.relpath(md_path, ROOT)} and {os.path.relpath(json_path, ROOT)}")
 
-
-def command(cfg):
-    """The command that reproduces this run (the knobs that differ from their defaults)."""
-    knobs = [f"BENCH_SCALE={cfg['scale']}"]
-    pg_default = "all" if cfg.get("db") == "postgres" else "throughput"
-    for key, default in (("db", "both"), ("pg_phases", pg_default), ("only", "both")):
-        if cfg.get(key, default) != default:
-            knobs.append(f"BENCH_{key.upper()}={cfg[key]}")
-    if cfg.get("ours_env"):
-        knobs.append("BENCH_OURS_ENV='" + " ".join(f"{k}={v}" for k, v in cfg["ours_env"].items()) + "'")
-    return " ".join(knobs) + " scripts/bench"
