@@ -198,7 +198,7 @@ def cpu_figures(reading, n, prefix=""):
 def idle_phase(ctx, secs=10):
     """The fresh server's own CPU use with no worker running (its services' loops), for
     reading the per-run figures: part of them is this background."""
-    meter = CpuMeter(server=ctx.server_pid, postgres=ctx.postgres_pid)
+    meter = CpuMeter(machine=True, server=ctx.server_pid, postgres=ctx.postgres_pid)
     time.sleep(secs)
     reading = meter.read()
     return {k: v for k, v in cpu_figures(reading, 1).items() if not k.endswith("_per_run")}
@@ -302,7 +302,9 @@ def queued_phase(ctx, side, worker, n, secs, sample_rss=False, label="throughput
     if sampler:
         sampler.__enter__()
     p0 = side.proxy.stats()
-    cpu = CpuMeter(server=ctx.server_pid, postgres=ctx.postgres_pid, worker=worker.proc.pid)
+    # The whole machine too: on a shared machine, what else ran slows the server down.
+    cpu = CpuMeter(machine=True, server=ctx.server_pid, postgres=ctx.postgres_pid,
+                   worker=worker.proc.pid)
     released = time.time()
     ctx.prefect.set_queue_paused(side.pool, False)
     ids = [i for i, _ in created]

@@ -41,8 +41,6 @@ def cpu_seconds(pid):
     """User + system CPU seconds of a process tree so far: each live process's own time and that
     of its children it has already reaped (cutime, cstime), so a backend that came and went
     between two readings still counts, and nothing counts twice."""
-    if pid is None:
-        return None
     ticks = 0
     for p in tree(pid):
         try:
@@ -56,19 +54,30 @@ def cpu_seconds(pid):
     return ticks / CLOCK_TICKS
 
 
-class CpuMeter:
-    """CPU seconds of several named process trees (a None pid is not measured) between
-    readings: `read()` returns the seconds each used since the meter was made."""
+def machine_cpu_seconds():
+    """CPU seconds every process on the machine has used since boot (all cores): how much else
+    ran beside what is measured (this machine may be shared)."""
+    with open("/proc/stat") as f:
+        # cpu user nice system idle iowait irq softirq steal ... (guest time is inside user)
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
-    def __init__(self, **pids):
-        self.pids = pids
+
+class CpuMeter:
+    """CPU seconds of several named process trees (a None pid is not measured), and with
+    `machine` of the whole machine, between readings: `read()` returns the seconds each used
+    since the meter was made."""
+
+    def __init__(self, machine=False, **pids):
+        self.readers = {k: (lambda p=p: cpu_seconds(p)) for k, p in pids.items() if p is not None}
+        if machine:
+            self.readers["machine"] = machine_cpu_seconds
         self.at = time.time()
-        self.start = {k: cpu_seconds(p) for k, p in pids.items()}
+        self.start = {k: read() for k, read in self.readers.items()}
 
     def read(self):
-        now = {k: cpu_seconds(p) for k, p in self.pids.items()}
-        out = {f"{k}_cpu_s": round(now[k] - self.start[k], 2)
-               for k in now if now[k] is not None and self.start[k] is not None}
+        out = {f"{k}_cpu_s": round(read() - self.start[k], 2) for k, read in self.readers.items()}
         out["wall_s"] = round(time.time() - self.at, 2)
         return out
 

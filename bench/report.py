@@ -57,7 +57,9 @@ METHOD = """\
   deleted, divided by N. The window holds everything a run costs the server: the worker's
   requests, the flows' own two state changes (the same for both workers), the clean-up, and the
   server's background services (the load table shows their rate on the fresh server before any
-  worker started). The bench's own requests in that window are a few counts at the end.
+  worker started). The bench's own requests in that window are a few counts at the end. The
+  whole machine's CPU time (`/proc/stat`) is read beside them: on a shared machine, what else
+  runs slows the server and inflates every latency, though not its CPU seconds per run.
 - **Dispatch latency**: "run now" flow runs (scheduled time = creation) created one by one at
   random 0.5–1.5 s gaps (the same gaps for both workers), so they land at every point of the
   poll cycle; latency = the Northflank run's start (`POST …/runs` answered) − the run's
@@ -361,19 +363,21 @@ def figures_table(cfg, details, h, db):
 
 def load_table(details):
     """How busy each process was during each throughput phase: CPU seconds per wall second
-    (1.0 = one core all the time), and the fresh server's own background before any worker."""
+    (1.0 = one core all the time), the whole machine's beside them (on a shared machine the
+    rest slows the server down), and the fresh server's own background before any worker."""
     lines = ["| Worker, database | Release → every run finished (s) | Prefect server | Postgres "
-             "| Worker | Prefect server idle, before the worker started |",
-             "|---|---|---|---|---|---|"]
+             "| Worker | Whole machine | Prefect server idle, before the worker started "
+             "| Whole machine then |", "|---|---|---|---|---|---|---|---|"]
     for db in DB_SUFFIX:
         for side in ("ours", "theirs"):
             d = details.get(segment(side, db))
             tput = get(d, "throughput")
             if not tput or tput.get("wall_s") is None:
                 continue
-            lines.append(f"| {side}, {DB_NAME[db]} | {fmt(tput.get('wall_s'))} | "
-                         f"{fmt(tput.get('server_busy'))} | {fmt(tput.get('postgres_busy'))} | "
-                         f"{fmt(tput.get('worker_busy'))} | {fmt(get(d, 'idle', 'server_busy'))} |")
+            cells = [tput.get(k) for k in ("wall_s", "server_busy", "postgres_busy",
+                                           "worker_busy", "machine_busy")]
+            cells += [get(d, "idle", "server_busy"), get(d, "idle", "machine_busy")]
+            lines.append(f"| {side}, {DB_NAME[db]} | " + " | ".join(fmt(c) for c in cells) + " |")
     return lines if len(lines) > 2 else []
 
 

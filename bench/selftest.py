@@ -96,20 +96,22 @@ class CpuReadings(unittest.TestCase):
         self.assertGreaterEqual(cpu_seconds(os.getpid()) - before, 0.25)
 
     def test_the_meter_reads_each_tree_and_skips_what_is_not_there(self):
-        meter = CpuMeter(me=os.getpid(), absent=None)
+        meter = CpuMeter(machine=True, me=os.getpid(), absent=None)
         t = time.process_time()
         while time.process_time() - t < 0.2:
             pass
         reading = meter.read()
         self.assertGreaterEqual(reading["me_cpu_s"], 0.15)
         self.assertNotIn("absent_cpu_s", reading)
+        self.assertGreaterEqual(reading["machine_cpu_s"], reading["me_cpu_s"] - 0.02)
         figures = cpu_figures(reading, 4)
         self.assertAlmostEqual(figures["me_cpu_s_per_run"], reading["me_cpu_s"] / 4, places=3)
         self.assertIn("me_busy", figures)
 
 
 def throughput(n, server, worker, postgres=None, started_per_s=2.0, given_up=0, logs=0):
-    reading = {"server_cpu_s": server, "worker_cpu_s": worker, "wall_s": 20.0}
+    reading = {"server_cpu_s": server, "worker_cpu_s": worker, "machine_cpu_s": 30.0,
+               "wall_s": 20.0}
     if postgres is not None:
         reading["postgres_cpu_s"] = postgres
     empty = {"requests": 0, "endpoints": {}, "endpoint_seconds": {}, "statuses": {},
@@ -187,6 +189,8 @@ class Report(unittest.TestCase):
                         "## Prefect requests in the throughput phase (Postgres"):
             self.assertIn(heading, md)
         self.assertIn("`POST /api/work_pools/{pool}/get_scheduled_flow_runs` | 1.00 | 100 |", md)
+        # Postgres' 1.0 CPU s over 20 s, the machine's 30 s over 20 s.
+        self.assertIn("| theirs, Postgres | 20 | 0.2 | 0.05 | 0.1 | 1.5 | — | — |", md)
 
 
 if __name__ == "__main__":
