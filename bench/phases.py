@@ -8,7 +8,7 @@ import re
 import time
 
 from api import TERMINAL, diff_counts, nf_total
-from procs import RssSampler
+from procs import CpuMeter, RssSampler
 
 RUN_PATH = re.compile(r"/projects/([^/]+)/jobs/([^/]+)/runs$")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -168,6 +168,42 @@ def start_times(ctx, side, ids):
     return out
 
 
+def proxy_figures(p0, p1, n):
+    """What the worker asked of Prefect between two proxy readings, for `n` flow runs: requests
+    by endpoint and status, the server's time answering each endpoint, and log messages."""
+    return {
+        "prefect_endpoints": diff_counts(p1["endpoints"], p0["endpoints"]),
+        "prefect_endpoint_seconds": {
+            k: round(v, 3) for k, v in
+            diff_counts(p1["endpoint_seconds"], p0["endpoint_seconds"]).items()},
+        "prefect_statuses": diff_counts(p1["statuses"], p0["statuses"]),
+        "log_messages": p1["log_entries"] - p0["log_entries"],
+        "log_messages_per_run": round((p1["log_entries"] - p0["log_entries"]) / n, 2),
+        "log_levels": diff_counts(p1["log_levels"], p0["log_levels"]),
+    }
+
+
+def cpu_figures(reading, n, prefix=""):
+    """CPU seconds per flow run of each measured process tree, and how busy each was (CPU
+    seconds per wall second: 1.0 is one core all the time)."""
+    out = {f"{prefix}wall_s": reading["wall_s"]}
+    for key, value in reading.items():
+        if key.endswith("_cpu_s"):
+            out[f"{prefix}{key}"] = value
+            out[f"{prefix}{key}_per_run"] = round(value / n, 4)
+            out[f"{prefix}{key[:-len('_cpu_s')]}_busy"] = round(value / max(reading["wall_s"], 0.001), 3)
+    return out
+
+
+def idle_phase(ctx, secs=10):
+    """The fresh server's own CPU use with no worker running (its services' loops), for
+    reading the per-run figures: part of them is this background."""
+    meter = CpuMeter(machine=True, server=ctx.server_pid, postgres=ctx.postgres_pid)
+    time.sleep(secs)
+    reading = meter.read()
+    return {k: v for k, v in cpu_figures(reading, 1).items() if not k.endswith("_per_run")}
+
+
 def outcome_counts(ctx, ids):
     return {k: v for k, v in ctx.prefect.state_counts(ids).items() if v}
 
@@ -201,8 +237,7 @@ def requests_phase(ctx, side, secs, n):
         "prefect_ws_messages_per_run": round(
             (p1["websocket_messages"] - p0["websocket_messages"]) / n, 2),
         "nf_endpoints": diff_counts(c1["requests"], c0["requests"]),
-        "prefect_endpoints": diff_counts(p1["endpoints"], p0["endpoints"]),
-        "prefect_statuses": diff_counts(p1["statuses"], p0["statuses"]),
+        **proxy_figures(p0, p1, n),
         "states": outcome_counts(ctx, ids),
     })
     log(f"{side.name}: {secs}s flows: {result['nf_requests_per_run']} Northflank and "
@@ -243,10 +278,12 @@ def latency_phase(ctx, side, n, label="latency"):
     return result
 
 
-def queued_phase(ctx, side, n, secs, worker=None, label="throughput"):
+def queued_phase(ctx, side, worker, n, secs, sample_rss=False, label="throughput"):
     """`n` runs queued while the pool's queue is paused, then released at once: the time until
-    every one has a started Northflank run (or was given up by the worker). With `worker`, the
-    worker's memory is sampled meanwhile."""
+    every one has a started Northflank run (or was given up by the worker). Meanwhile the CPU
+    time of the Prefect server, Postgres (if any) and the worker is read at the release, once
+    every run has started and once every run has finished; with `sample_rss`, the worker's
+    memory is sampled."""
     log(f"{side.name}: {label}: queueing {n} runs of {secs}s (queue paused)")
     dep = side.deployment(f"succeed:{secs}")
     drain(ctx, side)
@@ -261,10 +298,13 @@ def queued_phase(ctx, side, n, secs, worker=None, label="throughput"):
     # Give any poll that was already in flight time to come back empty.
     time.sleep(1)
     c0 = ctx.emulator.counters()
-    sampler = RssSampler(worker.proc.pid) if worker else None
+    sampler = RssSampler(worker.proc.pid) if sample_rss else None
     if sampler:
         sampler.__enter__()
     p0 = side.proxy.stats()
+    # The whole machine too: on a shared machine, what else ran slows the server down.
+    cpu = CpuMeter(machine=True, server=ctx.server_pid, postgres=ctx.postgres_pid,
+                   worker=worker.proc.pid)
     released = time.time()
     ctx.prefect.set_queue_paused(side.pool, False)
     ids = [i for i, _ in created]
@@ -274,37 +314,52 @@ def queued_phase(ctx, side, n, secs, worker=None, label="throughput"):
             result["given_up"] = wait_started(ctx, side, ids, 300 + 2 * n)
         except PhaseTimeout as e:
             result["error"] = str(e)
+        result.update(cpu_figures(cpu.read(), n, prefix="dispatch_"))
         p1 = side.proxy.stats()
         # How loaded the Prefect server was while the worker dispatched: its 503s are SQLite
         # refusing concurrent writers.
-        result["prefect_statuses"] = diff_counts(p1["statuses"], p0["statuses"])
-        starts = start_times(ctx, side, ids)
-        result["started"] = len(starts)
-        if starts:
-            # Started runs per second up to the last start: when a worker gives some runs up,
-            # "all handled" is no longer a like-for-like time, but this rate still is.
-            result["last_start_s"] = round(max(starts.values()) - released, 2)
-            result["started_per_s"] = round(len(starts) / max(result["last_start_s"], 0.001), 3)
-        handled = list(starts.values())
-        if result.get("given_up"):
-            # A run the worker gave up on is handled when its terminal state was set.
-            gave_up = [r for r in ctx.prefect.read_runs([i for i in ids if i not in starts])
-                       if r["state"]["type"] in TERMINAL]
-            handled += [parse_time(r["state"]["timestamp"]) for r in gave_up]
-            result["given_up_states"] = sorted({UUID.sub("{id}", r["state"]["message"])[:200]
-                                                for r in gave_up})
-        if starts:
-            result["first_start_s"] = round(min(starts.values()) - released, 2)
-        result["all_started_s"] = (round(max(handled) - released, 2)
-                                   if len(handled) >= n else None)
+        result["dispatch_prefect_statuses"] = diff_counts(p1["statuses"], p0["statuses"])
+        result.update(start_figures(ctx, side, ids, released))
         finish_quietly(ctx, side, ids, c0, secs, result)
+        # The whole phase, the flows' end and the clean-up included: what one run costs.
+        result.update(cpu_figures(cpu.read(), n))
+        p2, c2 = side.proxy.stats(), ctx.emulator.counters()
+        result.update(proxy_figures(p0, p2, n))
+        result["prefect_requests_per_run"] = round((p2["requests"] - p0["requests"]) / n, 2)
+        result["nf_requests_per_run"] = round((nf_total(c2) - nf_total(c0)) / n, 2)
     finally:
         if sampler:
             sampler.__exit__(None, None, None)
             result.update(sampler.result_mb())
     log(f"{side.name}: {label}: all {result['started']}/{n} started after "
-        f"{result.get('all_started_s')} s" + (f", peak RSS {result['peak_rss_mb']} MB" if sampler else ""))
+        f"{result.get('all_started_s')} s; server CPU {result.get('server_cpu_s_per_run')} s/run"
+        + (f", peak RSS {result['peak_rss_mb']} MB" if sampler else ""))
     return result
+
+
+def start_figures(ctx, side, ids, released):
+    """When the queued runs started on Northflank, counted from their release; runs the worker
+    gave up on count as handled at their terminal state's time."""
+    n = len(ids)
+    starts = start_times(ctx, side, ids)
+    out = {"started": len(starts)}
+    if starts:
+        # Started runs per second up to the last start: when a worker gives some runs up,
+        # "all handled" is no longer a like-for-like time, but this rate still is.
+        out["last_start_s"] = round(max(starts.values()) - released, 2)
+        out["started_per_s"] = round(len(starts) / max(out["last_start_s"], 0.001), 3)
+        out["first_start_s"] = round(min(starts.values()) - released, 2)
+    handled = list(starts.values())
+    if len(starts) < n:
+        # A run the worker gave up on is handled when its terminal state was set.
+        gave_up = [r for r in ctx.prefect.read_runs([i for i in ids if i not in starts])
+                   if r["state"]["type"] in TERMINAL]
+        handled += [parse_time(r["state"]["timestamp"]) for r in gave_up]
+        if gave_up:
+            out["given_up_states"] = sorted({UUID.sub("{id}", r["state"]["message"] or "")[:200]
+                                             for r in gave_up})
+    out["all_started_s"] = round(max(handled) - released, 2) if len(handled) >= n else None
+    return out
 
 
 def finish_quietly(ctx, side, ids, c0, secs, result):

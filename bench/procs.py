@@ -1,4 +1,5 @@
-"""Starting and stopping the two workers, and sampling their memory. Standard library only."""
+"""Starting and stopping the processes the driver runs (the workers, each segment's Prefect
+server and proxy), sampling their memory and reading their CPU time. Standard library only."""
 
 import os
 import signal
@@ -31,6 +32,54 @@ def status_kb(pid, field):
     except OSError:
         pass
     return 0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process tree so far: each live process's own time and that
+    of its children it has already reaped (cutime, cstime), so a backend that came and went
+    between two readings still counts, and nothing counts twice."""
+    ticks = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                # Fields after the command name (which may hold spaces) start at field 3:
+                # utime, stime, cutime, cstime are fields 14-17.
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
+def machine_cpu_seconds():
+    """CPU seconds every process on the machine has used since boot (all cores): how much else
+    ran beside what is measured (this machine may be shared)."""
+    with open("/proc/stat") as f:
+        # cpu user nice system idle iowait irq softirq steal ... (guest time is inside user)
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds of several named process trees (a None pid is not measured), and with
+    `machine` of the whole machine, between readings: `read()` returns the seconds each used
+    since the meter was made."""
+
+    def __init__(self, machine=False, **pids):
+        self.readers = {k: (lambda p=p: cpu_seconds(p)) for k, p in pids.items() if p is not None}
+        if machine:
+            self.readers["machine"] = machine_cpu_seconds
+        self.at = time.time()
+        self.start = {k: read() for k, read in self.readers.items()}
+
+    def read(self):
+        out = {f"{k}_cpu_s": round(read() - self.start[k], 2) for k, read in self.readers.items()}
+        out["wall_s"] = round(time.time() - self.at, 2)
+        return out
 
 
 class RssSampler:
@@ -73,12 +122,14 @@ class RssSampler:
         }
 
 
-class Worker:
-    """One worker process, with its output in a log file. `spawned_at` is taken just before the
-    exec, for the start → first request figure."""
+class Proc:
+    """One process the driver starts (a worker, a Prefect server, a proxy), in its own process
+    group, with its output in a log file. `spawned_at` is taken just before the exec, for the
+    start → first request figure. With `out_path`, its stdout goes there instead."""
 
-    def __init__(self, name, argv, env, log_path):
+    def __init__(self, name, argv, env, log_path, out_path=None):
         self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.out_path = out_path
         self.proc = None
         self.spawned_at = None
 
@@ -86,13 +137,15 @@ class Worker:
         log = open(self.log_path, "ab")
         log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
         log.flush()
+        out = open(self.out_path, "wb") if self.out_path else log
         self.spawned_at = time.time()
         # Its own process group, so stopping it also stops anything it spawned.
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log,
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=log,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        out.close()
         # scripts/bench stops these too, should this driver itself be killed outright.
-        pid_file = os.environ.get("BENCH_WORKER_PIDS")
+        pid_file = os.environ.get("BENCH_CHILD_PIDS")
         if pid_file:
             with open(pid_file, "a") as f:
                 f.write(f"{self.proc.pid}\n")

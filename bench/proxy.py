@@ -5,12 +5,19 @@
 Prints one line of JSON with the chosen ports ({"ours": 40001, "theirs": 40002}) once it
 listens, then forwards every request to the upstream unchanged (HTTP/1.1 keep-alive, WebSocket
 upgrades tunnelled). Each port counts what passes through it; `GET /_proxy/stats` on that port
-answers {"requests", "websockets", "websocket_messages", "first_request_at", "last_request_at",
-"endpoints", "statuses"} (times are Unix seconds; statuses counts the upstream's answers by HTTP
-status, e.g. the 503s of a busy SQLite-backed server; websocket_messages counts the data messages clients send,
-e.g. Prefect events over /events/in; endpoints counts "METHOD /path" with ids folded to {id}); `POST /_proxy/reset`
-starts that port's counts afresh (so a restarted worker's first request can be timed). The
-/_proxy/ routes are neither forwarded nor counted. Standard library only; used by scripts/bench.
+answers {"requests", "websockets", "websocket_messages", "log_entries", "log_levels",
+"first_request_at", "last_request_at", "endpoints", "endpoint_seconds", "statuses"}:
+- times are Unix seconds;
+- statuses counts the upstream's answers by HTTP status, e.g. the 503s of a busy SQLite-backed
+  server;
+- websocket_messages counts the data messages clients send, e.g. Prefect events over /events/in;
+- log_entries counts the entries of every `POST /api/logs/` body (a JSON array: Prefect Cloud
+  bills each entry as one log message), log_levels the same by Python logging level;
+- endpoints counts "METHOD /path" with ids folded to {id}, endpoint_seconds sums the time each
+  took upstream (the server's answer, not the client's side).
+`POST /_proxy/reset` starts that port's counts afresh (so a restarted worker's first request
+can be timed). The /_proxy/ routes are neither forwarded nor counted. Standard library only;
+used by the bench driver (bench/servers.py), one proxy per Prefect server.
 """
 
 import argparse
@@ -29,23 +36,22 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "content-length", "host",
 }
+LOGS_PATH = re.compile(r"^/api/logs/?(\?|$)")
 ID = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def endpoint(method, path):
+    return f"{method} {ID.sub('/{id}', urllib.parse.urlsplit(path).path)}"
 
 
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
-        self.requests = 0
-        self.websockets = 0
-        self.websocket_messages = 0
-        self.first = None
-        self.last = None
-        self.endpoints = {}
-        self.statuses = {}
+        self.reset()
 
     def count(self, method, path, websocket=False):
         now = time.time()
-        key = f"{method} {ID.sub('/{id}', urllib.parse.urlsplit(path).path)}"
+        key = endpoint(method, path)
         with self.lock:
             if websocket:
                 self.websockets += 1
@@ -55,16 +61,27 @@ class Stats:
             self.last = now
             self.endpoints[key] = self.endpoints.get(key, 0) + 1
 
-    def answered(self, status):
+    def answered(self, method, path, status, seconds):
+        key = endpoint(method, path)
         with self.lock:
             self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+            self.endpoint_seconds[key] = self.endpoint_seconds.get(key, 0.0) + seconds
+
+    def logs(self, levels):
+        """One accepted `POST /api/logs/`: the levels of its entries."""
+        with self.lock:
+            self.log_entries += len(levels)
+            for level in levels:
+                self.log_levels[level] = self.log_levels.get(level, 0) + 1
 
     def reset(self):
         with self.lock:
-            self.requests = self.websockets = self.websocket_messages = 0
+            self.requests = self.websockets = self.websocket_messages = self.log_entries = 0
             self.first = self.last = None
             self.endpoints = {}
+            self.endpoint_seconds = {}
             self.statuses = {}
+            self.log_levels = {}
 
     def message(self):
         with self.lock:
@@ -77,11 +94,31 @@ class Stats:
                 "requests": self.requests,
                 "websockets": self.websockets,
                 "websocket_messages": self.websocket_messages,
+                "log_entries": self.log_entries,
+                "log_levels": dict(self.log_levels),
                 "first_request_at": self.first,
                 "last_request_at": self.last,
                 "endpoints": dict(self.endpoints),
+                "endpoint_seconds": {k: round(v, 3) for k, v in self.endpoint_seconds.items()},
                 "statuses": dict(self.statuses),
             }
+
+
+LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def log_levels(body):
+    """The levels of the entries of a `POST /api/logs/` body (a JSON array of log entries, each
+    with a numeric `level`); a body that is not such an array counts as one entry of level "?",
+    so nothing the server might store goes uncounted."""
+    try:
+        entries = json.loads(body or b"")
+    except ValueError:
+        return ["?"]
+    if not isinstance(entries, list):
+        return ["?"]
+    return [LEVELS.get(e.get("level"), str(e.get("level"))) if isinstance(e, dict) else "?"
+            for e in entries]
 
 
 class FrameCounter:
@@ -206,6 +243,7 @@ def make_handler(upstream, stats):
             headers["Host"] = f"{host}:{port}"
             if body is not None:
                 headers["Content-Length"] = str(len(body))
+            started = time.monotonic()
             for attempt in range(2):
                 conn = getattr(local, "conn", None)
                 if conn is None:
@@ -228,7 +266,10 @@ def make_handler(upstream, stats):
                 conn.close()
                 local.conn = None
             out = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
-            stats.answered(resp.status)
+            stats.answered(self.command, self.path, resp.status, time.monotonic() - started)
+            # Only entries the server took count as messages (a 503 batch is sent again).
+            if self.command == "POST" and LOGS_PATH.match(self.path) and resp.status < 300:
+                stats.logs(log_levels(body))
             self._reply(resp.status, data, out)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward

@@ -1,7 +1,9 @@
-"""The bench driver, started by scripts/bench once the Prefect server, the emulator and the
-proxies are up (their addresses arrive in BENCH_* variables). Sets up both workers' pools,
-runs every phase for ours and then for theirs, one worker process alive at a time, and writes
-bench/results.json and BENCHMARKS.md (report.py). Standard library only."""
+"""The bench driver, started by scripts/bench once the Northflank emulator (and, for
+BENCH_DB=postgres|both, a Postgres cluster) is up; their addresses arrive in BENCH_* variables.
+The bench runs in segments, one per worker and database kind (ours, theirs, ours_postgres,
+theirs_postgres), each against a fresh Prefect server with its own counting proxy (servers.py),
+one worker process alive at a time; then it writes bench/results.json and BENCHMARKS.md
+(report.py). Standard library only."""
 
 import datetime
 import json
@@ -14,8 +16,9 @@ import time
 
 from api import Emulator, Prefect, Proxy
 from phases import first_request_ms, latency_phase, log, queued_phase
-from phases import requests_phase, wait_ready
-from procs import Worker
+from phases import idle_phase, requests_phase, wait_ready
+from procs import Proc
+from servers import Servers, clean_env, postgres_pid
 import report
 
 SCALES = {
@@ -27,6 +30,7 @@ SCALES = {
     "small": dict(req=3, lat=8, tput=20, rss_ours=30, rss_theirs=5, short=5, long=15,
                   rss_secs=10),
 }
+DBS = ("sqlite", "postgres")
 
 
 def settings():
@@ -40,13 +44,42 @@ def settings():
     cfg["poll_interval"] = int(os.environ.get("BENCH_POLL_INTERVAL", "10"))
     cfg["instant_poll_interval"] = int(os.environ.get("BENCH_INSTANT_POLL_INTERVAL", "60"))
     cfg["only"] = os.environ.get("BENCH_ONLY", "both")
+    cfg["db"] = os.environ.get("BENCH_DB", "both")
+    cfg["pg_phases"] = os.environ.get("BENCH_PG_PHASES") or (
+        "all" if cfg["db"] == "postgres" else "throughput")
+    cfg["ours_env"] = ours_env()
+    for key, allowed in (("only", ("both", "ours", "theirs")), ("db", ("both", *DBS)),
+                         ("pg_phases", ("throughput", "all"))):
+        if cfg[key] not in allowed:
+            sys.exit(f"BENCH_{key.upper()}={cfg[key]!r} is invalid: must be one of "
+                     f"{', '.join(allowed)}")
     return cfg
 
 
-def clean_env():
-    """The environment without the caller's Prefect or worker settings."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PREFECT_", "PFNF_", "NORTHFLANK_", "BENCH_"))}
+def ours_env():
+    """BENCH_OURS_ENV: extra settings for our worker, as space-separated NAME=VALUE (e.g.
+    `PFNF_MAX_CONCURRENCY=20`), to find what limits it."""
+    out = {}
+    for item in os.environ.get("BENCH_OURS_ENV", "").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith(("PFNF_", "RUST_")):
+            sys.exit(f"BENCH_OURS_ENV item {item!r} is invalid: must be NAME=VALUE with a "
+                     "PFNF_ or RUST_ name")
+        out[name] = value
+    return out
+
+
+def segments(cfg):
+    """(segment, worker, database kind, every phase or only the throughput) in running order.
+    SQLite runs every phase; Postgres those BENCH_PG_PHASES names."""
+    sides = [s for s in ("ours", "theirs") if cfg["only"] in ("both", s)]
+    out = []
+    for db in DBS:
+        if cfg["db"] not in ("both", db):
+            continue
+        every = db == "sqlite" or cfg["pg_phases"] == "all"
+        out += [(report.segment(side, db), side, db, every) for side in sides]
+    return out
 
 
 class Side:
@@ -75,17 +108,24 @@ class Side:
         return self.deployments[script]
 
     def worker(self, label, **env):
-        return Worker(f"{self.name}-{label}", self.argv, {**self.env, **env},
-                      os.path.join(self.ctx.run_dir, f"worker-{self.name}.log"))
+        return Proc(f"{self.name}-{label}", self.argv, {**self.env, **env},
+                    os.path.join(self.ctx.run_dir, f"worker-{self.ctx.segment}.log"))
 
 
 class Ctx:
-    def __init__(self):
-        self.api = os.environ["BENCH_PREFECT_API"]
+    """One segment: its Prefect server (direct, never through the proxy, so the bench's own
+    requests are not counted as the worker's) and the processes whose CPU time is measured."""
+
+    def __init__(self, servers):
+        self.segment, self.db = servers.segment, servers.db
+        self.api = servers.api
         self.prefect = Prefect(self.api)
+        self.server_pid = servers.pid
+        self.postgres_pid = postgres_pid() if servers.db == "postgres" else None
         self.emulator_url = os.environ["BENCH_EMULATOR_URL"]
         self.emulator = Emulator(self.emulator_url)
         self.run_dir = os.environ["BENCH_RUN_DIR"]
+        # The same seed in every segment: both workers see the same random gaps.
         self.rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
         self.flow_id = self.prefect.ensure_flow("bench-flow")
 
@@ -97,19 +137,20 @@ def run_cli(argv, env, what):
     return done.stdout
 
 
-def setup_ours(ctx, cfg, ports):
+def setup_ours(ctx, cfg, proxy_port):
     binary = os.environ["BENCH_OURS_BIN"]
     hook = int(os.environ["BENCH_HOOK_PORT"])
     env = {**clean_env(),
-           "PREFECT_API_URL": f"http://127.0.0.1:{ports['ours']}/api",
+           "PREFECT_API_URL": f"http://127.0.0.1:{proxy_port}/api",
            "PFNF_WORK_POOL": "bench-ours",
            "NORTHFLANK_API_URL": ctx.emulator_url,
            "NORTHFLANK_API_TOKEN": os.environ["BENCH_OURS_TOKEN"],
            "PFNF_WEBHOOK_TOKEN": os.environ["BENCH_WEBHOOK_TOKEN"],
            "PFNF_WORKER_NAME": "prefect-nf-bench",
            "PFNF_POLL_INTERVAL": str(cfg["poll_interval"]),
-           "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info")}
-    side = Side(ctx, "ours", ports["ours"], cfg["poll_interval"], {},
+           "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "info"),
+           **cfg["ours_env"]}
+    side = Side(ctx, "ours", proxy_port, cfg["poll_interval"], {},
                 [binary, "local", "--bind", f"127.0.0.1:{hook}"], env)
     # Setup requests go to Prefect directly, so the proxy counts only the worker's own.
     direct = {**env, "PREFECT_API_URL": ctx.api}
@@ -122,12 +163,12 @@ def setup_ours(ctx, cfg, ports):
     return side
 
 
-def setup_theirs(ctx, cfg, ports):
+def setup_theirs(ctx, cfg, proxy_port):
     python, prefect = os.environ["BENCH_THEIRS_PYTHON"], os.environ["BENCH_THEIRS_PREFECT"]
-    home = os.path.join(ctx.run_dir, "theirs-home")
+    home = os.path.join(ctx.run_dir, f"{ctx.segment}-home")
     os.makedirs(home, exist_ok=True)
     env = {**clean_env(), "PREFECT_HOME": home,
-           "PREFECT_API_URL": f"http://127.0.0.1:{ports['theirs']}/api",
+           "PREFECT_API_URL": f"http://127.0.0.1:{proxy_port}/api",
            "PREFECT_WORKER_QUERY_SECONDS": str(cfg["poll_interval"])}
     out = run_cli([python, os.path.join(os.path.dirname(__file__), "theirs_setup.py"),
                    "--block", "bench-theirs", "--token", os.environ["BENCH_THEIRS_TOKEN"],
@@ -140,7 +181,7 @@ def setup_theirs(ctx, cfg, ports):
     template = setup["template"]
     template["variables"]["properties"]["credentials"]["default"] = {
         "$ref": {"block_document_id": setup["block_document_id"]}}
-    side = Side(ctx, "theirs", ports["theirs"], cfg["poll_interval"], {},
+    side = Side(ctx, "theirs", proxy_port, cfg["poll_interval"], {},
                 [prefect, "worker", "start", "--type", "northflank", "--pool", "bench-theirs",
                  "--name", "prefect-northflank-bench", "--install-policy", "never"], env)
     ctx.prefect.create_pool(side.pool, "northflank", template)
@@ -170,31 +211,27 @@ def guarded(results, key, fn, *args, **kwargs):
     return results[key]
 
 
-def first_phases(ctx, cfg, side, out, throughput):
-    """Both workers: request counts for short and long flows, dispatch latency, and (when
-    `throughput`) the queued batch, in the worker process whose start is timed."""
+def bench_side(ctx, cfg, side, out, every):
+    """One worker on a fresh server. The queued batch first, so both workers' throughput and
+    server CPU are measured on a server holding nothing else; then (when `every`) request
+    counts for short and long flows and dispatch latency in the same process (whose start is
+    timed), ours' instant dispatch, and memory in a fresh process."""
+    guarded(out, "idle", idle_phase, ctx)
     worker, out["first_request_ms"] = start_measured(side, "main")
     with worker:
+        guarded(out, "throughput", queued_phase, ctx, side, worker, cfg["tput"], cfg["short"])
+        if not every:
+            return
         guarded(out, "requests_short", requests_phase, ctx, side, cfg["short"], cfg["req"])
         guarded(out, "requests_long", requests_phase, ctx, side, cfg["long"], cfg["req"])
         guarded(out, "latency", latency_phase, ctx, side, cfg["lat"])
-        if throughput:
-            guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
-
-
-def bench_ours(ctx, cfg, side, out):
-    first_phases(ctx, cfg, side, out, throughput=False)
-    # Instant dispatch before the big batches, so it is measured on a server that is not still
-    # digesting their thousands of runs and events.
-    guarded(out, "instant", bench_instant, ctx, cfg, side)
-    worker, _ = start_measured(side, "main")
-    with worker:
-        guarded(out, "throughput", queued_phase, ctx, side, cfg["tput"], cfg["short"])
+    if side.name == "ours":
+        guarded(out, "instant", bench_instant, ctx, cfg, side)
     # A fresh process, so its memory reflects this phase alone.
     worker, _ = start_measured(side, "rss")
     with worker:
-        guarded(out, "rss", queued_phase, ctx, side, cfg["rss_ours"], cfg["rss_secs"],
-                worker=worker, label="rss")
+        guarded(out, "rss", queued_phase, ctx, side, worker, cfg[f"rss_{side.name}"],
+                cfg["rss_secs"], sample_rss=True, label="rss")
 
 
 def automation_actions(ctx, since):
@@ -257,12 +294,16 @@ def bench_instant(ctx, cfg, side):
     return {**out["instant"], "poll_interval_s": interval}
 
 
-def bench_theirs(ctx, cfg, side, out):
-    first_phases(ctx, cfg, side, out, throughput=True)
-    worker, _ = start_measured(side, "rss")
-    with worker:
-        guarded(out, "rss", queued_phase, ctx, side, cfg["rss_theirs"], cfg["rss_secs"],
-                worker=worker, label="rss")
+def run_segment(cfg, segment, name, db, every, out):
+    """A fresh Prefect server (and proxy) for one worker on one database kind, the worker's
+    setup on it, its phases, and the server stopped."""
+    log(f"{segment}: starting a fresh Prefect server ({db})")
+    with Servers(segment, name, db, os.environ["BENCH_RUN_DIR"]) as servers:
+        ctx = Ctx(servers)
+        out["server"] = {"db": db, "phases": "all" if every else "throughput"}
+        setup = setup_ours if name == "ours" else setup_theirs
+        side = setup(ctx, cfg, servers.proxy_port)
+        bench_side(ctx, cfg, side, out, every)
 
 
 def main():
@@ -272,25 +313,18 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = settings()
-    ctx = Ctx()
-    ports = json.loads(os.environ["BENCH_PROXY_PORTS"])
     started = time.time()
     details, errors = {}, []
     finished = False
     try:
-        # Theirs first: its block type (with its real schema) must exist before ours creates
-        # the `northflank` block type it would otherwise register itself.
-        theirs = setup_theirs(ctx, cfg, ports) if cfg["only"] in ("both", "theirs") else None
-        ours = setup_ours(ctx, cfg, ports) if cfg["only"] in ("both", "ours") else None
-        for name, side, fn in (("ours", ours, bench_ours), ("theirs", theirs, bench_theirs)):
-            if side is None:
-                continue
+        for segment, name, db, every in segments(cfg):
+            out = details.setdefault(segment, {})
             try:
-                fn(ctx, cfg, side, details.setdefault(name, {}))
-            except Exception as e:  # noqa: BLE001 - one side failing still lets the other run
-                log(f"{name}: {type(e).__name__}: {e}")
-                details.setdefault(name, {})["error"] = f"{type(e).__name__}: {e}"
-                errors.append(f"{name}: {type(e).__name__}: {e}")
+                run_segment(cfg, segment, name, db, every, out)
+            except Exception as e:  # noqa: BLE001 - one segment failing still lets the rest run
+                log(f"{segment}: {type(e).__name__}: {e}")
+                out["error"] = f"{type(e).__name__}: {e}"
+                errors.append(f"{segment}: {type(e).__name__}: {e}")
         finished = True
     except Exception as e:  # noqa: BLE001 - recorded in the report, then re-raised
         errors.append(f"{type(e).__name__}: {e}")
