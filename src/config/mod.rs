@@ -76,7 +76,9 @@ pub struct PollingSettings {
     /// `PFNF_HEARTBEAT_INTERVAL` seconds: how often heartbeats really happen, i.e. the schedule
     /// period in Lambda (default 60). Prefect shows the worker ONLINE for three times this.
     pub heartbeat_interval: Duration,
-    /// `PFNF_MAX_CONCURRENCY`: flow runs submitted at once by one invocation (default 10).
+    /// `PFNF_MAX_CONCURRENCY`: flow runs submitted at once by one invocation (default 30: each
+    /// submission mostly waits on Prefect's answers, and with 10 in flight a Postgres-backed
+    /// server stayed 62 % idle in the benchmark; 30 nearly doubled the runs started per second).
     pub max_concurrency: usize,
     /// `PFNF_POLL_LIMIT`: the most runs taken from one poll (default 50, at most 200).
     pub limit: u32,
@@ -160,7 +162,7 @@ impl Default for PollingSettings {
             window: Duration::from_secs(50),
             prefetch: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(60),
-            max_concurrency: 10,
+            max_concurrency: 30,
             limit: 50,
         }
     }
