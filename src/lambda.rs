@@ -35,7 +35,7 @@ pub type Error = lambda_runtime::Error;
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// How far the clocks of the webhook's and the instant-dispatch function's hosts may disagree,
-/// as far as folding calls is concerned (both follow Amazon's time service, to well within it).
+/// as far as folding calls is concerned (clocks kept by NTP agree far better).
 const CLOCK_MARGIN: Duration = Duration::from_millis(500);
 
 fn env_var(name: &str) -> Option<String> {
@@ -159,6 +159,7 @@ pub enum Invocation {
     Instant { instant: InstantOutcome },
 }
 
+/// What an instant-dispatch event led to.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstantOutcome {

@@ -97,12 +97,10 @@ pub enum InvokeError {
     Credentials(String),
     #[error("could not sign the Invoke request: {0}")]
     Sign(String),
-    #[error("Invoke of {function} failed: {source}")]
-    Transport {
-        function: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// Not sent, or no answer in time; `reason` carries the causes (a refused connection, a
+    /// timeout), which reqwest's own message leaves out.
+    #[error("Invoke of {function} failed: {reason}")]
+    Transport { function: String, reason: String },
     #[error("Invoke of {function} answered {status}: {body}")]
     Refused {
         function: String,
@@ -123,9 +121,10 @@ pub struct Invoker {
 
 impl Invoker {
     /// `function` (a name or an ARN) through the SDK's usual configuration: the region (an
-    /// ARN's own first), the credentials (the function role's, in Lambda), and the endpoint
-    /// from `AWS_ENDPOINT_URL_LAMBDA` or `AWS_ENDPOINT_URL` when set (as every AWS SDK reads
-    /// them).
+    /// ARN's own first), the credentials, and the endpoint from `AWS_ENDPOINT_URL_LAMBDA` or
+    /// `AWS_ENDPOINT_URL` when set (as every AWS SDK reads them). The credentials are resolved
+    /// for each call: in Lambda they are the function role's, in the environment, which the
+    /// provider chain reads first, at no cost.
     pub async fn from_env(
         function: &str,
         get: &(dyn Fn(&str) -> Option<String> + Sync),
@@ -173,9 +172,9 @@ impl Invoker {
         for (name, value) in self.signature(&body).await? {
             request = request.header(name, value);
         }
-        let transport = |source| InvokeError::Transport {
+        let transport = |e: reqwest::Error| InvokeError::Transport {
             function: self.function.clone(),
-            source,
+            reason: DisplayErrorContext(&e).to_string(),
         };
         let response = request.body(body).send().await.map_err(transport)?;
         let status = response.status();
