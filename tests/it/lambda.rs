@@ -414,9 +414,10 @@ async fn instant_calls_are_handed_to_the_dispatch_function_and_answered_at_once(
     assert_eq!((summary.polls, summary.submitted), (1, 0), "{summary:?}");
 }
 
-/// When Lambda refuses the `Invoke` (a missing permission) or cannot be reached, the webhook
-/// function runs the quick dispatch itself, as without an instant-dispatch function: the call
-/// is answered later, but its run is not left for the next tick.
+/// When Lambda refuses the `Invoke` (a missing permission), cannot be reached, or does not
+/// answer in time, the webhook function runs the quick dispatch itself, as without an
+/// instant-dispatch function: the call is answered later, but its run is not left for the next
+/// tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_hand_off_dispatches_the_call_here() {
     let app = TestApp::spawn().await;
@@ -427,12 +428,28 @@ async fn a_failed_hand_off_dispatches_the_call_here() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
-    for endpoint in [refusing, closed] {
+    // Takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    for endpoint in [refusing, closed, silent_url] {
         let id = app.scripted_run(deployment, "hang").await;
         let webhook = handing_off(&app, &endpoint);
+        let started = std::time::Instant::now();
         let response = lambda::webhook(&webhook, instant_call(&app, DISPATCH_TOKEN))
             .await
             .unwrap();
+        // The hand-off gives up after its timeout; then one quick dispatch.
+        let took = started.elapsed();
+        assert!(
+            took < prefect_nf::lambda::invoke::INVOKE_TIMEOUT + Duration::from_secs(10),
+            "{endpoint}: {took:?}"
+        );
         assert_eq!(response.status(), 200, "{endpoint}");
         let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
         assert_eq!(answer["summary"]["submitted"], 1, "{endpoint}: {answer}");
