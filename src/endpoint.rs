@@ -8,6 +8,8 @@
 //! interval at most. Timeouts bound how long a request may take and how long its body may
 //! trickle in; the local server adds connection-level limits (`local`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,17 +175,34 @@ impl Refusals {
     }
 }
 
-/// How the instant-dispatch endpoint dispatches.
-#[derive(Clone, Copy, Debug)]
+/// Reads a request's deadline from its extensions, when the runtime put one there.
+pub type DeadlineFn = fn(&axum::http::Extensions) -> Option<Instant>;
+
+/// Why a hand-off failed.
+pub type HandOffError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Somewhere else to run an instant dispatch: on Lambda, an asynchronous invocation of the
+/// instant-dispatch function (`lambda::invoke`).
+pub trait HandOff: Send + Sync + std::fmt::Debug {
+    /// Hands one call over. `Err`: it may not have been handed over, so the caller dispatches
+    /// itself (at worst, two quick dispatches for one call: their claims are race-safe).
+    fn hand_off(&self) -> Pin<Box<dyn Future<Output = Result<(), HandOffError>> + Send + '_>>;
+}
+
+/// How the instant-dispatch endpoint dispatches. Prefect 3.9's `webhook` block loses calls
+/// still waiting for their answer when another call ends, so the shorter each call, the fewer
+/// lost.
+#[derive(Clone, Debug)]
 pub enum InstantMode {
     /// Answer 202 at once and dispatch after, one dispatch at a time (the local worker).
-    /// Prefect 3.9's `webhook` block loses calls still waiting for their answer when another
-    /// call ends, so the shorter each call, the fewer lost.
     Background,
-    /// Dispatch, then answer: a Lambda function cannot work after answering. `deadline` reads
-    /// the invocation's deadline from the request, when the runtime put one there.
-    Inline {
-        deadline: fn(&axum::http::Extensions) -> Option<Instant>,
+    /// Dispatch, then answer (a Lambda function cannot work after answering).
+    Inline { deadline: DeadlineFn },
+    /// Hand the call over and answer 202 at once (the Lambda webhook, with an instant-dispatch
+    /// function); when the hand-off fails, dispatch inline, so that the call is not lost.
+    HandOff {
+        to: Arc<dyn HandOff>,
+        deadline: DeadlineFn,
     },
 }
 
@@ -326,28 +345,46 @@ async fn instant(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    match endpoint.instant {
+    match &endpoint.instant {
         InstantMode::Background => {
             if worker.gate().call() {
                 tokio::spawn(crate::instant::dispatch_loop(worker));
             }
-            Response::new(StatusCode::ACCEPTED, json!({"accepted": true})).into_response()
+            accepted()
         }
-        InstantMode::Inline { deadline } => {
-            let budget = Instant::now() + crate::instant::BUDGET;
-            let deadline = deadline(&parts.extensions).map_or(budget, |d| d.min(budget));
-            endpoint
-                .current
-                .run(Response::is_unavailable, |worker| async move {
-                    match crate::instant::dispatch_once(&worker, deadline).await {
-                        Ok(summary) => Response::new(StatusCode::OK, json!({"summary": summary})),
-                        Err(e) => Response::unavailable(e),
-                    }
-                })
-                .await
-                .into_response()
-        }
+        InstantMode::Inline { deadline } => dispatch_inline(&endpoint, &parts, *deadline).await,
+        InstantMode::HandOff { to, deadline } => match to.hand_off().await {
+            Ok(()) => accepted(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand the instant dispatch over; dispatching here");
+                dispatch_inline(&endpoint, &parts, *deadline).await
+            }
+        },
     }
+}
+
+fn accepted() -> axum::response::Response {
+    Response::new(StatusCode::ACCEPTED, json!({"accepted": true})).into_response()
+}
+
+/// One quick dispatch within the request, answered with its summary.
+async fn dispatch_inline(
+    endpoint: &Endpoint,
+    parts: &axum::http::request::Parts,
+    deadline: DeadlineFn,
+) -> axum::response::Response {
+    let budget = Instant::now() + crate::instant::BUDGET;
+    let deadline = deadline(&parts.extensions).map_or(budget, |d| d.min(budget));
+    endpoint
+        .current
+        .run(Response::is_unavailable, |worker| async move {
+            match crate::instant::dispatch_once(&worker, deadline).await {
+                Ok(summary) => Response::new(StatusCode::OK, json!({"summary": summary})),
+                Err(e) => Response::unavailable(e),
+            }
+        })
+        .await
+        .into_response()
 }
 
 #[cfg(test)]

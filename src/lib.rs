@@ -39,7 +39,8 @@
 //!    which checks them all with the worker's own clients (the CLI's).
 //! 6. **Adapters**: [`endpoint`] (one axum router for the webhook, instant dispatch and
 //!    `/health`), [`local`] (the long-running worker and its hardened server), [`lambda`] (the
-//!    two functions); the binaries in `src/bin` only call them.
+//!    dispatch and webhook binaries, and instant dispatch's hand-off from one to the other);
+//!    the binaries in `src/bin` only call them.
 
 pub mod config;
 pub mod dispatch;

@@ -1,4 +1,5 @@
-//! The scheduled dispatch Lambda: an EventBridge schedule fires it; see `prefect_nf::dispatch`.
+//! The dispatch Lambda: the EventBridge schedule fires it, and so does the webhook function's
+//! hand-off of instant-dispatch calls; see `prefect_nf::lambda::dispatch`.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use prefect_nf::lambda::{self, App};

@@ -134,6 +134,10 @@ pub struct WebhookSettings {
     /// `PFNF_HTTP_MAX_CONNECTIONS`: connections the local server holds open at once; more wait
     /// to be accepted (default 4096, and never more than the open-file limit allows).
     pub max_connections: usize,
+    /// `PFNF_INSTANT_FUNCTION`: the Lambda function (name or ARN) the webhook function hands
+    /// instant-dispatch calls to, answering them at once; unset, it dispatches them itself
+    /// before answering. Lambda only: the local worker always answers at once.
+    pub instant_function: Option<String>,
 }
 
 /// The Northflank API, and how runs are shown from it.
@@ -191,6 +195,7 @@ impl Default for WebhookSettings {
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            instant_function: None,
         }
     }
 }
@@ -391,8 +396,31 @@ impl WebhookSettings {
             &mut w.max_connections,
             connections.map(|n| n.clamp(1, 1_000_000) as usize),
         );
+        w.instant_function = lambda_function(get, "PFNF_INSTANT_FUNCTION")?;
         Ok(w)
     }
+}
+
+/// A Lambda function as `Invoke` takes it: a name, optionally with a version or alias, or its
+/// full ARN.
+fn lambda_function(get: Lookup, var: &'static str) -> Result<Option<String>, ConfigError> {
+    static FUNCTION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^(arn:aws[a-zA-Z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d:\d{12}:function:)?[a-zA-Z0-9_-]{1,64}(:(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$",
+        )
+        .expect("a valid pattern")
+    });
+    let Some(function) = text(get, var) else {
+        return Ok(None);
+    };
+    if !FUNCTION.is_match(&function) {
+        return Err(ConfigError::Invalid {
+            var,
+            value: function,
+            rule: "must be a Lambda function name (letters, digits, '-' and '_', at most 64), optionally with ':<version or alias>', or the function's ARN",
+        });
+    }
+    Ok(Some(function))
 }
 
 impl NorthflankSettings {
@@ -529,5 +557,45 @@ mod tests {
             err.to_string(),
             "PFNF_HTTP_HEADER_TIMEOUT=\"0\" is invalid: must be greater than 0"
         );
+    }
+
+    #[test]
+    fn the_instant_function_is_a_lambda_function_name_or_arn() {
+        let with = |function: &str| {
+            Settings::from_lookup(&lookup(&[
+                ("PREFECT_API_URL", "http://x/api"),
+                ("PFNF_WORK_POOL", "nf"),
+                ("PFNF_INSTANT_FUNCTION", function),
+            ]))
+            .map(|s| s.webhook.instant_function)
+        };
+        for good in [
+            "prefect-nf-InstantDispatchFunction-AbC_12",
+            "f:live",
+            "f:$LATEST",
+            "arn:aws:lambda:eu-west-1:123456789012:function:f",
+            "arn:aws-us-gov:lambda:us-gov-west-1:123456789012:function:f:7",
+        ] {
+            assert_eq!(with(good), Ok(Some(good.to_string())), "{good}");
+        }
+        for bad in [
+            "my function",
+            "f/../other",
+            "arn:aws:lambda:eu-west-1:123:function:f",
+            "arn:aws:s3:::bucket",
+            &"f".repeat(65),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("PFNF_INSTANT_FUNCTION=") && err.contains("Lambda function name"),
+                "{bad}: {err}"
+            );
+        }
+        let unset = Settings::from_lookup(&lookup(&[
+            ("PREFECT_API_URL", "http://x/api"),
+            ("PFNF_WORK_POOL", "nf"),
+        ]))
+        .unwrap();
+        assert_eq!(unset.webhook.instant_function, None);
     }
 }

@@ -87,9 +87,11 @@ async fn a_rotated_northflank_token_is_read_again() {
 
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "hang").await;
-    let summary = lambda::dispatch(&lambda_app, schedule_event())
-        .await
-        .unwrap();
+    let summary = scheduled(
+        lambda::dispatch(&lambda_app, schedule_event())
+            .await
+            .unwrap(),
+    );
     assert_eq!(summary.dispatch.rescheduled, 1, "{summary:?}");
     let run = app.flow_run_json(id).await;
     assert_eq!(
@@ -118,9 +120,11 @@ async fn a_rotated_northflank_token_is_read_again() {
         json!({"state": {"type": "SCHEDULED", "name": "Scheduled"}, "force": true}),
     )
     .await;
-    let summary = lambda::dispatch(&lambda_app, schedule_event())
-        .await
-        .unwrap();
+    let summary = scheduled(
+        lambda::dispatch(&lambda_app, schedule_event())
+            .await
+            .unwrap(),
+    );
     assert_eq!(summary.dispatch.submitted, 1, "{summary:?}");
 }
 
@@ -153,9 +157,11 @@ async fn a_rotated_prefect_auth_string_is_read_again_and_the_invocation_retried(
     .unwrap();
     let arn = put_secret(&moto_client(), &json!({"northflank_api_token": NF_TOKEN, "webhook_token": WEBHOOK_TOKEN, "prefect_api_auth_string": auth})).await;
     let lambda_app = App::new(worker, source(&arn));
-    let summary = lambda::dispatch(&lambda_app, schedule_event())
-        .await
-        .unwrap();
+    let summary = scheduled(
+        lambda::dispatch(&lambda_app, schedule_event())
+            .await
+            .unwrap(),
+    );
     assert_eq!(summary.dispatch.polls, 1, "{summary:?}");
     assert_eq!(
         admin
@@ -169,9 +175,14 @@ async fn a_rotated_prefect_auth_string_is_read_again_and_the_invocation_retried(
     );
 }
 
-fn schedule_event()
--> lambda_runtime::LambdaEvent<aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>>
-{
+fn scheduled(invocation: lambda::Invocation) -> prefect_nf::scheduled::Summary {
+    match invocation {
+        lambda::Invocation::Scheduled(summary) => summary,
+        other => panic!("not a scheduled invocation: {other:?}"),
+    }
+}
+
+fn schedule_event() -> lambda_runtime::LambdaEvent<serde_json::Value> {
     let payload = serde_json::from_str(include_str!("fixtures/eventbridge-schedule.json")).unwrap();
     let mut context = lambda_runtime::Context::default();
     let now_ms = std::time::SystemTime::now()

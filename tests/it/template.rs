@@ -30,14 +30,32 @@ fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("SAM generated no {name}"))
 }
 
+/// The statements of `role`'s policies that mention `needle`.
+fn statements<'a>(t: &'a Value, role: &str, needle: &str) -> Vec<&'a Value> {
+    resource(t, role)["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+        .filter(|s| s.to_string().contains(needle))
+        .collect()
+}
+
+/// The stack's functions: scheduled dispatch, the webhook, and instant dispatch's own.
+const FUNCTIONS: [&str; 3] = [
+    "DispatchFunction",
+    "WebhookFunction",
+    "InstantDispatchFunction",
+];
+
 fn secret_arn() -> Value {
     json!({"Fn::If": ["CreateSecret", {"Ref": "CredentialsSecret"}, {"Ref": "ExistingSecretArn"}]})
 }
 
 #[test]
-fn both_functions_are_arm64_rust_on_al2023_with_128_mb() {
+fn every_function_is_arm64_rust_on_al2023_with_128_mb() {
     let t = transformed(&[]);
-    for name in ["DispatchFunction", "WebhookFunction"] {
+    for name in FUNCTIONS {
         let p = &resource(&t, name)["Properties"];
         assert_eq!(
             (p["Runtime"].as_str(), p["Handler"].as_str()),
@@ -71,7 +89,13 @@ fn the_build_metadata_names_our_binaries() {
         assert!(template.contains(&format!("Binary: {bin}")));
         assert!(helpers::repo().join(format!("src/bin/{bin}.rs")).exists());
     }
-    assert_eq!(template.matches("BuildMethod: rust-cargolambda").count(), 2);
+    assert_eq!(template.matches("BuildMethod: rust-cargolambda").count(), 3);
+    // Instant dispatch runs the dispatch binary, which tells its events from the schedule's.
+    let t = transformed(&[]);
+    assert_eq!(
+        resource(&t, "InstantDispatchFunction")["Metadata"]["BuildProperties"]["Binary"],
+        "dispatch"
+    );
 }
 
 #[test]
@@ -104,14 +128,9 @@ fn the_function_url_is_public_with_both_invoke_permissions() {
 #[test]
 fn each_function_may_read_exactly_the_one_secret() {
     let t = transformed(&[]);
-    for role in ["DispatchFunctionRole", "WebhookFunctionRole"] {
-        let statements: Vec<&Value> = resource(&t, role)["Properties"]["Policies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
-            .filter(|s| s.to_string().contains("secretsmanager"))
-            .collect();
+    for role in FUNCTIONS.map(|f| format!("{f}Role")) {
+        let role = role.as_str();
+        let statements = statements(&t, role, "secretsmanager");
         assert_eq!(statements.len(), 1, "{role}: {statements:?}");
         assert_eq!(
             statements[0]["Action"],
@@ -167,6 +186,7 @@ fn logs_are_kept_and_errors_alarm() {
     for (function, group) in [
         ("DispatchFunction", "DispatchLogGroup"),
         ("WebhookFunction", "WebhookLogGroup"),
+        ("InstantDispatchFunction", "InstantDispatchLogGroup"),
     ] {
         assert_eq!(
             resource(&t, function)["Properties"]["LoggingConfig"]["LogGroup"],
@@ -198,5 +218,77 @@ fn an_existing_secret_can_be_used_instead() {
     assert_eq!(
         t["Conditions"]["CreateSecret"],
         json!({"Fn::Equals": [{"Ref": "ExistingSecretArn"}, ""]})
+    );
+}
+
+/// The webhook function hands instant-dispatch calls to InstantDispatchFunction: it may invoke
+/// that one function (unqualified) and no other, knows its name from the environment, and no
+/// other function may invoke anything.
+#[test]
+fn the_webhook_may_invoke_exactly_the_instant_dispatch_function() {
+    let t = transformed(&[]);
+    let instant_arn = json!({"Fn::GetAtt": ["InstantDispatchFunction", "Arn"]});
+    for function in FUNCTIONS {
+        let invokes = statements(&t, &format!("{function}Role"), "lambda:");
+        if function != "WebhookFunction" {
+            assert!(invokes.is_empty(), "{function}: {invokes:?}");
+            continue;
+        }
+        assert_eq!(invokes.len(), 1, "{invokes:?}");
+        assert_eq!(invokes[0]["Effect"], "Allow");
+        assert_eq!(invokes[0]["Action"], "lambda:InvokeFunction");
+        assert_eq!(invokes[0]["Resource"], instant_arn);
+    }
+    let webhook = &resource(&t, "WebhookFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        webhook["PFNF_INSTANT_FUNCTION"],
+        json!({"Ref": "InstantDispatchFunction"})
+    );
+    // The other functions keep the shared environment without it: the dispatch binary runs
+    // what it is sent, and only the webhook hands over.
+    for function in ["DispatchFunction", "InstantDispatchFunction"] {
+        let vars = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        assert!(vars.get("PFNF_INSTANT_FUNCTION").is_none(), "{function}");
+        assert!(vars.get("PFNF_SECRET_ID").is_some(), "{function}");
+    }
+}
+
+/// Instant events are not retried, expire within a minute, and land in no failure queue: a
+/// lost one costs only the wait for the next tick, and the scheduled dispatch's queue and alarm
+/// keep meaning what they say. The one schedule fires the scheduled dispatch only, and the
+/// instant function has its own concurrency.
+#[test]
+fn instant_dispatch_events_are_neither_retried_nor_queued_as_failures() {
+    let t = transformed(&[]);
+    let config = &resource(&t, "InstantDispatchFunctionEventInvokeConfig")["Properties"];
+    assert_eq!(
+        config["FunctionName"],
+        json!({"Ref": "InstantDispatchFunction"})
+    );
+    assert_eq!(config["MaximumRetryAttempts"], 0);
+    assert!(config["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 60);
+    assert_eq!(config["DestinationConfig"], json!({}));
+    let function = &resource(&t, "InstantDispatchFunction")["Properties"];
+    assert_eq!(
+        function["ReservedConcurrentExecutions"],
+        json!({"Ref": "InstantReservedConcurrency"})
+    );
+    // Longer than a quick dispatch's budget.
+    let timeout = function["Timeout"].as_u64().unwrap();
+    assert!(timeout > prefect_nf::instant::BUDGET.as_secs(), "{timeout}");
+    let schedules: Vec<&Value> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Scheduler::Schedule")
+        .collect();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(
+        schedules[0]["Properties"]["Target"]["Arn"],
+        json!({"Fn::GetAtt": ["DispatchFunction", "Arn"]})
+    );
+    assert_eq!(
+        function["LoggingConfig"]["LogGroup"],
+        json!({"Ref": "InstantDispatchLogGroup"})
     );
 }
