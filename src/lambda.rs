@@ -301,10 +301,11 @@ mod tests {
             found,
             ..Default::default()
         };
+        let slots = polling.max_concurrency.min(polling.limit as usize) as u32;
         assert!(took_every_run_due(&summary(1, 0, 0), &polling));
-        assert!(took_every_run_due(&summary(1, 0, 9), &polling));
+        assert!(took_every_run_due(&summary(1, 0, slots - 1), &polling));
         assert!(
-            !took_every_run_due(&summary(1, 0, 10), &polling),
+            !took_every_run_due(&summary(1, 0, slots), &polling),
             "full: more may wait"
         );
         assert!(
