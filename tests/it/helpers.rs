@@ -596,6 +596,20 @@ impl TestApp {
             .collect()
     }
 
+    /// Waits until flow run `id`'s Northflank run has concluded; returns its id.
+    pub async fn wait_for_concluded_run(&self, id: FlowRunId, timeout: Duration) -> String {
+        let job = format!("pf-{id}");
+        self.wait_until("the Northflank run to conclude", timeout, |a| {
+            a.emulator
+                .snapshot()
+                .runs
+                .iter()
+                .any(|r| r.job_id == job && r.run.concluded)
+        })
+        .await;
+        self.northflank_run(id).await
+    }
+
     pub async fn wait_until<F: Fn(&TestApp) -> bool>(&self, what: &str, timeout: Duration, f: F) {
         let end = tokio::time::Instant::now() + timeout;
         while !f(self) {
@@ -637,12 +651,16 @@ pub fn notification(
     run: &str,
     project: &str,
 ) -> axum::http::Request<axum::body::Body> {
-    let body = json!({"event": event, "data": {"jobRun": {"id": run}, "job": {"id": format!("pf-{id}")}, "project": {"id": project}}});
     post(
         prefect_nf::routes::WEBHOOK_PATH,
         &[(prefect_nf::routes::NOTIFICATION_TOKEN_HEADER, WEBHOOK_TOKEN)],
-        body.to_string(),
+        notification_body(event, id, run, project).to_string(),
     )
+}
+
+/// A job-run notification's JSON, in the shape the emulator (and our parser) use.
+pub fn notification_body(event: &str, id: FlowRunId, run: &str, project: &str) -> Value {
+    json!({"event": event, "data": {"jobRun": {"id": run}, "job": {"id": format!("pf-{id}")}, "project": {"id": project}}})
 }
 
 /// The endpoint's router for `worker`, as the local server serves it.

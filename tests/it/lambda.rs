@@ -106,17 +106,10 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "crash:0.1").await;
     assert_eq!(app.dispatch_once().await.dispatch.submitted, 1);
-    let job = format!("pf-{id}");
-    app.wait_until("the Northflank run to fail", Duration::from_secs(10), |a| {
-        a.emulator
-            .snapshot()
-            .runs
-            .iter()
-            .any(|r| r.job_id == job && r.run.concluded)
-    })
-    .await;
-    let run = app.northflank_run(id).await;
-    let body = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
+    let run = app
+        .wait_for_concluded_run(id, Duration::from_secs(10))
+        .await;
+    let body = helpers::notification_body("job-run:failure", id, &run, &app.project);
 
     let lambda_app = lambda_app(&app);
     let refused = lambda::webhook(&lambda_app, function_url_request("wrong", &body))
@@ -132,7 +125,7 @@ async fn the_webhook_handler_settles_a_function_url_request() {
     let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!(answer["action"], "crashed", "{answer}");
     assert_eq!(app.state_type(id).await, "CRASHED");
-    assert!(!app.jobs().contains(&job));
+    assert!(!app.jobs().contains(&format!("pf-{id}")));
 }
 
 /// The automation's call, as a Function URL request (payload format 2.0) on its path.

@@ -174,16 +174,10 @@ async fn both_functions_work_under_the_lambda_runtime() {
     assert_eq!(summary["submitted"], 1, "{summary}");
 
     let job = format!("pf-{id}");
-    app.wait_until("the Northflank run to fail", Duration::from_secs(20), |a| {
-        a.emulator
-            .snapshot()
-            .runs
-            .iter()
-            .any(|r| r.job_id == job && r.run.concluded)
-    })
-    .await;
-    let run = app.northflank_run(id).await;
-    let notification = json!({"event": "job-run:failure", "data": {"jobRun": {"id": run}, "job": {"id": job}, "project": {"id": app.project}}});
+    let run = app
+        .wait_for_concluded_run(id, Duration::from_secs(20))
+        .await;
+    let notification = crate::helpers::notification_body("job-run:failure", id, &run, &app.project);
     let mut request: Value =
         serde_json::from_str(include_str!("fixtures/function-url-request.json")).unwrap();
     request["rawPath"] = json!("/");
