@@ -481,9 +481,18 @@ impl TestApp {
         path: &str,
         body: Option<&Value>,
     ) -> (reqwest::StatusCode, String) {
-        self.prefect
-            .send(method, &format!("{}{path}", self.api), body)
-            .await
+        // The test's own calls: a busy SQLite server refuses colliding writes with 503 for a
+        // moment, which is no finding of the test, so they are asked again (as Prefect's own
+        // client does) before the caller judges the answer.
+        let url = format!("{}{path}", self.api);
+        for _ in 0..20 {
+            let (status, text) = self.prefect.send(method.clone(), &url, body).await;
+            if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                return (status, text);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.prefect.send(method, &url, body).await
     }
 
     pub async fn flow_run_json(&self, id: FlowRunId) -> Value {

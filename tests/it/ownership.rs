@@ -246,21 +246,17 @@ async fn two_installations_share_a_project_and_touch_only_their_own() {
     // Each one's own leftovers are still its to clean: production's finished run keeps its job
     // (cleanup_job: false); once its flow run is deleted, production's sweep removes it (its
     // marker proves it), and staging's does not.
-    // A busy SQLite server may refuse the delete (503) for a moment: ask until it is done.
-    for attempt in 1.. {
-        let (status, text) = production
-            .raw(
-                reqwest::Method::DELETE,
-                &format!("/flow_runs/{prod_kept}"),
-                None,
-            )
-            .await;
-        if status.is_success() || status == 404 {
-            break;
-        }
-        assert!(attempt < 20, "deleting the flow run: {status} {text}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (status, text) = production
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/flow_runs/{prod_kept}"),
+            None,
+        )
+        .await;
+    assert!(
+        status.is_success(),
+        "deleting the flow run: {status} {text}"
+    );
     assert_eq!(reconcile_once(&staging_worker).await.jobs_deleted, 0);
     assert_eq!(reconcile_once(&prod_worker).await.jobs_deleted, 1);
     let jobs = job_ids(&production);
