@@ -22,6 +22,8 @@ fn refuses_non_loopback_bind() {
 #[tokio::test]
 async fn serves_until_sigterm_and_kills_children() {
     let dir = std::env::temp_dir().join(format!("nf-emulator-bin-{}", std::process::id()));
+    // A directory left under a reused pid would hand its stale pid file to this test.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(BIN)
         .args([

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 fn workdir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nf-emulator-test-{test}-{}", std::process::id()));
+    // Pids are reused (pid_max is often 32768): a directory left by an earlier run under the
+    // same pid would hand its stale pid files to this test.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
