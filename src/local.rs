@@ -192,6 +192,6 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let served = server.await.map_err(std::io::Error::other)?;
-    worker.send_pending().await;
+    worker.send_last().await;
     served
 }

@@ -342,10 +342,10 @@ impl LogSender {
                     _ = tokio::time::sleep(LOG_FLUSH_EVERY) => false,
                     _ = &mut stopped => true,
                 };
-                worker.send_pending().await;
                 if last {
-                    break;
+                    break worker.send_last().await;
                 }
+                worker.send_pending().await;
             }
         });
         LogSender { stop, task }

@@ -24,7 +24,12 @@ use crate::ids::FlowRunId;
 use crate::retry::RetryPolicy;
 
 /// Sends of one run's labels before they are given up (labels are informational).
-pub const LABEL_TRIES: u32 = 3;
+pub const LABEL_TRIES: u32 = 5;
+
+/// The pause before the last send's first repeat of refused labels; each later repeat waits
+/// once more as long. A busy SQLite server refuses a read-then-write while other writes land:
+/// a short wait is what it takes to find a quiet moment.
+pub const LABEL_PAUSE: Duration = Duration::from_millis(300);
 
 #[derive(Debug)]
 struct Labels {
@@ -118,6 +123,22 @@ impl Outbox {
         self.send_queue(&self.logs, &prefect).await;
         self.send_queue(&self.events, &prefect).await;
         self.send_labels(&prefect).await;
+    }
+
+    /// Sends everything kept, as the last send of an invocation or process: there is no later
+    /// batch for labels refused now, so they are sent again here, after a pause, until they
+    /// are accepted or out of tries (fewer than [`LABEL_TRIES`] rounds, whatever refuses them:
+    /// at most 3 s of pauses).
+    pub async fn send_last(&self, prefect: &PrefectClient) {
+        self.send(prefect).await;
+        let prefect = prefect.without_throttled_retries();
+        for round in 1..LABEL_TRIES {
+            if lock(&self.labels).is_empty() {
+                return;
+            }
+            tokio::time::sleep(LABEL_PAUSE * round).await;
+            self.send_labels(&prefect).await;
+        }
     }
 
     /// Sends a queue in batches. A batch the rate limit refused is kept with everything after

@@ -156,6 +156,13 @@ impl Worker {
         self.kept.outbox.send(&self.prefect).await;
     }
 
+    /// Sends the kept log lines, events and labels for the last time in this invocation or
+    /// process: labels refused again are retried here rather than left to a batch that will
+    /// not come.
+    pub async fn send_last(&self) {
+        self.kept.outbox.send_last(&self.prefect).await;
+    }
+
     /// Sends the kept log lines and events now, or, in a process that batches them
     /// ([`Worker::batch_sends`]), with the next batch: one `POST /logs/` and one
     /// `POST /events` for every notification of the last couple of seconds, instead of one

@@ -3,7 +3,8 @@
 //! rest (polls, logs, events), with every user-visible line still written. Notifications about
 //! runs this process launched read nothing from Prefect.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Options, TestApp, prefect_api_url};
+use crate::proxy::{ProxyConfig, RateLimitProxy};
 
 use std::time::Duration;
 
@@ -55,4 +56,38 @@ async fn a_flow_run_costs_at_most_five_prefect_requests_in_a_long_running_worker
             assert!(logs.iter().any(|l| l.contains(line)), "{line}: {logs:#?}");
         }
     }
+}
+
+/// Labels are written once at launch, and a refused write waits for the next batch; a one-shot
+/// dispatch (Lambda's) has no next batch after its last send, so that send tries them again
+/// after a pause instead of leaving the run unlabelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_shot_dispatch() {
+    let proxy = RateLimitProxy::start(
+        &prefect_api_url(),
+        ProxyConfig {
+            window: Duration::from_secs(60),
+            buckets: Vec::new(),
+            http_date: false,
+        },
+    )
+    .await;
+    // A busy SQLite server's answer to the launch's write and to the last send's.
+    proxy.fail_next("PATCH", "/labels", 503, 2);
+    let app = TestApp::spawn_with(Options {
+        worker_api: Some(proxy.api.clone()),
+        ..Default::default()
+    })
+    .await;
+    let deployment = app.deployment(json!({})).await;
+    let id = app.scripted_run(deployment, "succeed:0.5").await;
+    assert_eq!(app.dispatch_once().await.dispatch.submitted, 1);
+    assert_eq!(
+        proxy.forwarded("PATCH", "/labels"),
+        1,
+        "the third write, after the two refused"
+    );
+    let run = app.flow_run_json(id).await;
+    assert_eq!(run["labels"]["prefect.worker.name"], "prefect-nf-test");
+    assert_eq!(run["labels"]["prefect.work-pool.name"], app.pool.as_str());
 }

@@ -3,7 +3,8 @@
 //! per window ("per minute", shortened so that a test runs in seconds), counting requests, or
 //! the log lines and events a `POST /logs/` or `POST /events` carries; over the limit it answers
 //! 429 with `Retry-After` (delay-seconds, or an HTTP-date) naming the window's end. Everything
-//! else is forwarded as it came.
+//! else is forwarded as it came. It can also answer chosen requests with an error of its own
+//! (`fail_next`), the way a busy server refuses them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,6 +114,15 @@ struct Shared {
     tallies: Mutex<Vec<Tally>>,
     /// Every request forwarded: method and path.
     forwarded: Mutex<Vec<(String, String)>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+/// Requests to answer with an error instead of forwarding them.
+struct Fault {
+    method: &'static str,
+    fragment: &'static str,
+    status: StatusCode,
+    left: u32,
 }
 
 pub struct RateLimitProxy {
@@ -135,6 +145,7 @@ impl RateLimitProxy {
             uses: Mutex::new((0..buckets).map(|_| Use { window: 0, used: 0 }).collect()),
             tallies: Mutex::new(vec![Tally::default(); buckets]),
             forwarded: Mutex::default(),
+            faults: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -172,6 +183,17 @@ impl RateLimitProxy {
             .iter()
             .map(|t| t.refused)
             .sum()
+    }
+
+    /// Answers the next `times` `method` requests whose path contains `fragment` with `status`
+    /// (and a body like Prefect's), without forwarding them.
+    pub fn fail_next(&self, method: &'static str, fragment: &'static str, status: u16, times: u32) {
+        self.shared.faults.lock().unwrap().push(Fault {
+            method,
+            fragment,
+            status: StatusCode::from_u16(status).unwrap(),
+            left: times,
+        });
     }
 
     /// Forwarded requests whose path contains `fragment`.
@@ -226,6 +248,16 @@ impl Shared {
         Ok(())
     }
 
+    /// The error a fault answers this request with, if one does; it counts as used.
+    fn fault(&self, method: &str, path: &str) -> Option<StatusCode> {
+        let mut faults = self.faults.lock().unwrap();
+        let fault = faults
+            .iter_mut()
+            .find(|f| f.left > 0 && f.method == method && path.contains(f.fragment))?;
+        fault.left -= 1;
+        Some(fault.status)
+    }
+
     fn refusal(&self, wait: Duration) -> Response {
         // Whole seconds, rounded up: never earlier than the window's end.
         let value = if self.config.http_date {
@@ -254,6 +286,10 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         parts.method.as_str().to_string(),
         parts.uri.path().to_string(),
     );
+    if let Some(status) = shared.fault(&method, &path) {
+        let body = serde_json::json!({"exception_message": "Service Unavailable"}).to_string();
+        return (status, body).into_response();
+    }
     if let Err(wait) = shared.admit(&method, &path, &body) {
         return shared.refusal(wait);
     }
