@@ -343,7 +343,7 @@ impl LogSender {
                     _ = &mut stopped => true,
                 };
                 if last {
-                    break worker.send_last().await;
+                    break worker.send_at_invocation_end().await;
                 }
                 worker.send_pending().await;
             }

@@ -156,11 +156,22 @@ impl Worker {
         self.kept.outbox.send(&self.prefect).await;
     }
 
-    /// Sends the kept log lines, events and labels for the last time in this invocation or
-    /// process: labels refused again are retried here rather than left to a batch that will
-    /// not come.
+    /// Sends the kept log lines, events and labels for the last time in this process: labels
+    /// refused again are retried here rather than left to a batch that will not come.
     pub async fn send_last(&self) {
         self.kept.outbox.send_last(&self.prefect).await;
+    }
+
+    /// Sends what is kept at the end of a dispatch invocation: the last send of a process
+    /// that ends with it (Lambda's), just another batch in one that stays and batches
+    /// ([`Worker::batch_sends`]), whose next tick goes on trying refused labels without
+    /// holding this one up.
+    pub async fn send_at_invocation_end(&self) {
+        if self.kept.outbox.batching().is_some() {
+            self.send_pending().await;
+        } else {
+            self.send_last().await;
+        }
     }
 
     /// Sends the kept log lines and events now, or, in a process that batches them

@@ -8,6 +8,7 @@ use crate::proxy::{ProxyConfig, RateLimitProxy};
 
 use std::time::Duration;
 
+use prefect_nf::ids::FlowRunId;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,11 +59,9 @@ async fn a_flow_run_costs_at_most_five_prefect_requests_in_a_long_running_worker
     }
 }
 
-/// Labels are written once at launch, and a refused write waits for the next batch; a one-shot
-/// dispatch (Lambda's) has no next batch after its last send, so that send tries them again
-/// after a pause instead of leaving the run unlabelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_shot_dispatch() {
+/// An app whose Prefect calls go through a proxy that refuses the first `refusals` label
+/// writes as a busy SQLite server does (503), and one scheduled run of it.
+async fn refusing_labels(refusals: u32) -> (RateLimitProxy, TestApp, FlowRunId) {
     let proxy = RateLimitProxy::start(
         &prefect_api_url(),
         ProxyConfig {
@@ -72,8 +71,7 @@ async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_sh
         },
     )
     .await;
-    // A busy SQLite server's answer to the launch's write and to the last send's.
-    proxy.fail_next("PATCH", "/labels", 503, 2);
+    proxy.fail_next("PATCH", "/labels", 503, refusals);
     let app = TestApp::spawn_with(Options {
         worker_api: Some(proxy.api.clone()),
         ..Default::default()
@@ -81,13 +79,45 @@ async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_sh
     .await;
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "succeed:0.5").await;
+    (proxy, app, id)
+}
+
+async fn assert_labelled(app: &TestApp, id: FlowRunId) {
+    let run = app.flow_run_json(id).await;
+    assert_eq!(run["labels"]["prefect.worker.name"], "prefect-nf-test");
+    assert_eq!(run["labels"]["prefect.work-pool.name"], app.pool.as_str());
+}
+
+/// Labels are written once at launch, and a refused write waits for the next batch; a one-shot
+/// dispatch (Lambda's) has no next batch after its last send, so that send tries them again
+/// after short pauses instead of leaving the run unlabelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_shot_dispatch() {
+    // Refused at launch, at the last send, and at its first repeat after a pause.
+    let (proxy, app, id) = refusing_labels(3).await;
     assert_eq!(app.dispatch_once().await.dispatch.submitted, 1);
     assert_eq!(
         proxy.forwarded("PATCH", "/labels"),
         1,
-        "the third write, after the two refused"
+        "the fourth write, after the three refused"
     );
-    let run = app.flow_run_json(id).await;
-    assert_eq!(run["labels"]["prefect.worker.name"], "prefect-nf-test");
-    assert_eq!(run["labels"]["prefect.work-pool.name"], app.pool.as_str());
+    assert_labelled(&app, id).await;
+}
+
+/// In a long-running process the end of a dispatch tick is not its last send: refused labels
+/// wait for the next batch rather than holding the tick up with pauses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_running_process_leaves_refused_labels_to_its_next_batch() {
+    let (proxy, app, id) = refusing_labels(2).await;
+    // Batches far apart, so that none comes before the test sends one.
+    app.worker.batch_sends(Duration::from_secs(600));
+    assert_eq!(app.dispatch_once().await.dispatch.submitted, 1);
+    assert_eq!(
+        proxy.forwarded("PATCH", "/labels"),
+        0,
+        "refused at launch and at the tick's end, not tried again meanwhile"
+    );
+    app.worker.send_pending().await;
+    assert_eq!(proxy.forwarded("PATCH", "/labels"), 1, "the next batch's");
+    assert_labelled(&app, id).await;
 }
