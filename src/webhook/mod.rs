@@ -32,6 +32,12 @@ const START_EVENT: &str = "job-run:start";
 /// The notification of a job run's successful end.
 const SUCCESS_EVENT: &str = "job-run:success";
 
+/// Reads of a concluded run's flow run while its submission has not recorded it yet, and the
+/// pause before the first (each later one waits once more as long): 0.25 + 0.5 + 0.75 s,
+/// well inside [`BUDGET`].
+const RECORD_READS: u32 = 3;
+const RECORD_PAUSE: Duration = Duration::from_millis(250);
+
 /// What became of a notification whose token was right.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -99,7 +105,7 @@ async fn notified(worker: &Worker, id: FlowRunId, hint: &Hint) -> Result<Outcome
         let settled = if hint.event.as_deref() == Some(START_EVENT) {
             started(worker, &flow_run, &job, hint.job_run.as_deref()).await
         } else {
-            run::settle(worker, flow_run, hint).await?
+            run::settle(worker, recorded(worker, flow_run).await?, hint).await?
         };
         Ok(Outcome::Settled(settled))
     }
@@ -161,6 +167,25 @@ async fn ours(
             (Err(why), _) => Err(why),
         },
     )
+}
+
+/// The flow run once its submission has recorded the job run (`infrastructure_pid`): a run
+/// that ends within moments of its start can be notified before the worker that launched it
+/// has recorded it, and only the record says whether the run asked to keep its job. Read again
+/// after short pauses (a round trip is what the record waits for), at most [`RECORD_READS`]
+/// times; a run still unrecorded is settled as it is, and its job left to the sweep.
+async fn recorded(worker: &Worker, mut flow_run: FlowRun) -> Result<FlowRun, SettleError> {
+    for read in 1..=RECORD_READS {
+        if flow_run.infrastructure_pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(RECORD_PAUSE * read).await;
+        match worker.prefect.read_flow_run(flow_run.id).await? {
+            Some(again) => flow_run = again,
+            None => break,
+        }
+    }
+    Ok(flow_run)
 }
 
 /// A start notification only adds a line to the logs of a flow run that has not finished. The

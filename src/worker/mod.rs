@@ -167,7 +167,7 @@ impl Worker {
     /// ([`Worker::batch_sends`]), whose next tick goes on trying refused labels without
     /// holding this one up.
     pub async fn send_at_invocation_end(&self) {
-        if self.kept.outbox.batching().is_some() {
+        if self.batching().is_some() {
             self.send_pending().await;
         } else {
             self.send_last().await;
@@ -201,5 +201,10 @@ impl Worker {
     /// send the batch.
     pub fn batch_sends(&self, every: std::time::Duration) {
         self.kept.outbox.batch_every(every);
+    }
+
+    /// How far apart batched sends are, if this worker (or a clone of it) batches them.
+    pub fn batching(&self) -> Option<std::time::Duration> {
+        self.kept.outbox.batching()
     }
 }

@@ -267,14 +267,8 @@ async fn cleanup_job_false_keeps_the_job() {
         run["infrastructure_pid"]
     );
     let job = format!("pf-{id}");
-    app.wait_until("the success notification", Duration::from_secs(10), |a| {
-        a.emulator
-            .snapshot()
-            .deliveries
-            .iter()
-            .any(|d| d.event == "job-run:success" && d.status_code == Some(200))
-    })
-    .await;
+    app.wait_for_delivery("job-run:success", Duration::from_secs(10))
+        .await;
     assert!(app.jobs().contains(&job));
     assert_eq!(app.emulator.counters().jobs_deleted, 0);
 }
@@ -294,6 +288,7 @@ async fn the_local_worker_runs_flows_until_stopped() {
         prefect_nf::routes::WEBHOOK_PATH
     );
     app.register_webhook(&url).await;
+    assert_eq!(app.worker.batching(), None, "a test app sends at once");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(prefect_nf::local::run(
         app.worker.clone(),
@@ -317,6 +312,12 @@ async fn the_local_worker_runs_flows_until_stopped() {
     })
     .await;
 
+    // It sends notifications' lines and events in batches, as dispatch sends its own: one
+    // `POST /logs/` and one `POST /events` for many runs (`prefect_cost`).
+    assert_eq!(
+        app.worker.batching(),
+        Some(prefect_nf::dispatch::LOG_FLUSH_EVERY)
+    );
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await

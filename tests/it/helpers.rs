@@ -619,6 +619,18 @@ impl TestApp {
         self.northflank_run(id).await
     }
 
+    /// Waits until the emulator has delivered a notification of `event` that was answered 200.
+    pub async fn wait_for_delivery(&self, event: &str, timeout: Duration) {
+        self.wait_until(&format!("a delivered {event} notification"), timeout, |a| {
+            a.emulator
+                .snapshot()
+                .deliveries
+                .iter()
+                .any(|d| d.event == event && d.status_code == Some(200))
+        })
+        .await;
+    }
+
     pub async fn wait_until<F: Fn(&TestApp) -> bool>(&self, what: &str, timeout: Duration, f: F) {
         let end = tokio::time::Instant::now() + timeout;
         while !f(self) {

@@ -3,8 +3,8 @@
 //! rest (polls, logs, events), with every user-visible line still written. Notifications about
 //! runs this process launched read nothing from Prefect.
 
-use crate::helpers::{Options, TestApp, prefect_api_url};
-use crate::proxy::{ProxyConfig, RateLimitProxy};
+use crate::helpers::TestApp;
+use crate::proxy::{ProxyConfig, RateLimitProxy, proxied};
 
 use std::time::Duration;
 
@@ -62,21 +62,9 @@ async fn a_flow_run_costs_at_most_five_prefect_requests_in_a_long_running_worker
 /// An app whose Prefect calls go through a proxy that refuses the first `refusals` label
 /// writes as a busy SQLite server does (503), and one scheduled run of it.
 async fn refusing_labels(refusals: u32) -> (RateLimitProxy, TestApp, FlowRunId) {
-    let proxy = RateLimitProxy::start(
-        &prefect_api_url(),
-        ProxyConfig {
-            window: Duration::from_secs(60),
-            buckets: Vec::new(),
-            http_date: false,
-        },
-    )
-    .await;
+    let (proxy, app) = proxied(ProxyConfig::unlimited()).await;
     proxy.fail_next("PATCH", "/labels", 503, refusals);
-    let app = TestApp::spawn_with(Options {
-        worker_api: Some(proxy.api.clone()),
-        ..Default::default()
-    })
-    .await;
+
     let deployment = app.deployment(json!({})).await;
     let id = app.scripted_run(deployment, "succeed:0.5").await;
     (proxy, app, id)

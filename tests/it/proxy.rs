@@ -4,7 +4,8 @@
 //! the log lines and events a `POST /logs/` or `POST /events` carries; over the limit it answers
 //! 429 with `Retry-After` (delay-seconds, or an HTTP-date) naming the window's end. Everything
 //! else is forwarded as it came. It can also answer chosen requests with an error of its own
-//! (`fail_next`), the way a busy server refuses them.
+//! (`fail_next`), the way a busy server refuses them, or hold them until the test lets them
+//! through (`hold`), the way a slow one answers late.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,6 +116,29 @@ struct Shared {
     /// Every request forwarded: method and path.
     forwarded: Mutex<Vec<(String, String)>>,
     faults: Mutex<Vec<Fault>>,
+    holds: Mutex<Vec<Held>>,
+}
+
+/// Requests to keep waiting until the test releases them.
+struct Held {
+    method: &'static str,
+    suffix: String,
+    released: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Lets the requests a [`RateLimitProxy::hold`] holds through, when dropped or released.
+pub struct Release(tokio::sync::watch::Sender<bool>);
+
+impl Release {
+    pub fn release(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Requests to answer with an error instead of forwarding them.
@@ -132,6 +156,28 @@ pub struct RateLimitProxy {
     stop: Option<oneshot::Sender<()>>,
 }
 
+impl ProxyConfig {
+    /// No limits: every request is forwarded (unless a test fails or holds it).
+    pub fn unlimited() -> ProxyConfig {
+        ProxyConfig {
+            window: Duration::from_secs(60),
+            buckets: Vec::new(),
+            http_date: false,
+        }
+    }
+}
+
+/// A proxy in front of the test server, and an app whose worker talks to Prefect through it.
+pub async fn proxied(config: ProxyConfig) -> (RateLimitProxy, crate::helpers::TestApp) {
+    let proxy = RateLimitProxy::start(&crate::helpers::prefect_api_url(), config).await;
+    let app = crate::helpers::TestApp::spawn_with(crate::helpers::Options {
+        worker_api: Some(proxy.api.clone()),
+        ..Default::default()
+    })
+    .await;
+    (proxy, app)
+}
+
 impl RateLimitProxy {
     /// Starts the proxy on a free 127.0.0.1 port in front of `upstream` (an API URL ending in
     /// `/api`).
@@ -146,6 +192,7 @@ impl RateLimitProxy {
             tallies: Mutex::new(vec![Tally::default(); buckets]),
             forwarded: Mutex::default(),
             faults: Mutex::default(),
+            holds: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -194,6 +241,18 @@ impl RateLimitProxy {
             status: StatusCode::from_u16(status).unwrap(),
             left: times,
         });
+    }
+
+    /// Holds every `method` request whose path ends with `suffix` until the returned
+    /// [`Release`] is released (or dropped), then forwards it.
+    pub fn hold(&self, method: &'static str, suffix: impl Into<String>) -> Release {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.shared.holds.lock().unwrap().push(Held {
+            method,
+            suffix: suffix.into(),
+            released: rx,
+        });
+        Release(tx)
     }
 
     /// Forwarded requests whose path contains `fragment`.
@@ -286,6 +345,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         parts.method.as_str().to_string(),
         parts.uri.path().to_string(),
     );
+    let held = (shared.holds.lock().unwrap().iter())
+        .find(|h| h.method == method && path.ends_with(&h.suffix))
+        .map(|h| h.released.clone());
+    if let Some(mut released) = held {
+        let _ = released.wait_for(|r| *r).await;
+    }
     if let Some(status) = shared.fault(&method, &path) {
         let body = serde_json::json!({"exception_message": "Service Unavailable"}).to_string();
         return (status, body).into_response();

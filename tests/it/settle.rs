@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::helpers::{NF_TOKEN, TestApp};
+use crate::proxy::{ProxyConfig, proxied};
 use prefect_nf::dispatch::{self, SubmitOutcome};
 use prefect_nf::ids::FlowRunId;
 use prefect_nf::webhook;
@@ -159,4 +160,45 @@ async fn a_run_whose_deployment_is_gone_is_cancelled() {
     assert_eq!(run["state"]["type"], "CANCELLED");
     assert_eq!(run["state"]["message"], expected);
     assert!(app.logs(id).await.contains(&expected));
+}
+
+/// A run that ends within moments of its start can be notified before the worker that launched
+/// it (another process, as Lambda's dispatch is to its webhook) has recorded it: the webhook
+/// reads the flow run again until the record is there, since only the record says whether the
+/// run asked to keep its job. Both ways are settled at once: the job deleted, or kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_notified_before_its_record_is_settled_once_the_record_is_there() {
+    for keep in [false, true] {
+        let (proxy, app) = proxied(ProxyConfig::unlimited()).await;
+
+        let deployment = app.deployment(json!({})).await;
+        let variables = json!({"cleanup_job": !keep, "env": {"NF_EMULATOR_SCRIPT": "succeed:0"}});
+        let id = app.flow_run(deployment, variables).await;
+        // The record waits until the webhook has read the flow run without it, once for the
+        // start notification and once for the success.
+        let record = proxy.hold("PATCH", format!("/flow_runs/{id}"));
+        let dispatcher = app.another_worker("dispatcher");
+        let dispatch = tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            prefect_nf::scheduled::invoke(&dispatcher, deadline).await
+        });
+        app.wait_until(
+            "both reads of the unrecorded run",
+            Duration::from_secs(30),
+            |_| proxy.forwarded("GET", &format!("/flow_runs/{id}")) >= 2,
+        )
+        .await;
+        record.release();
+        assert_eq!(dispatch.await.unwrap().unwrap().dispatch.submitted, 1);
+        app.wait_for_delivery("job-run:success", Duration::from_secs(10))
+            .await;
+        let job = format!("pf-{id}");
+        assert_eq!(app.jobs().contains(&job), keep, "keep_job {keep}");
+        let logs = app.logs(id).await;
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("concluded with status SUCCESS")),
+            "{logs:#?}"
+        );
+    }
 }

@@ -15,18 +15,8 @@ use serde_json::json;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::helpers::{Captured, Options, TestApp, prefect_api_url, reconcile_once};
-use crate::proxy::{Bucket, ProxyConfig, RateLimitProxy};
-
-async fn proxied(config: ProxyConfig) -> (RateLimitProxy, TestApp) {
-    let proxy = RateLimitProxy::start(&prefect_api_url(), config).await;
-    let app = TestApp::spawn_with(Options {
-        worker_api: Some(proxy.api.clone()),
-        ..Default::default()
-    })
-    .await;
-    (proxy, app)
-}
+use crate::helpers::{Captured, TestApp, reconcile_once};
+use crate::proxy::{Bucket, ProxyConfig, proxied};
 
 /// A scheduled run whose emulated container succeeds after `secs`, reporting to the server
 /// itself.

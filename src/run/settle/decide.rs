@@ -4,8 +4,9 @@
 //! Rules: a terminal Prefect state is final; a CANCELLING run whose container has stopped is
 //! Cancelled; a run still PENDING or RUNNING when its container has stopped never reported a
 //! final state, so it is Crashed; a concluded run's job is deleted when `cleanup_job` says so.
-//! Scheduled and Paused runs are left alone: their container legitimately stopped (rescheduled
-//! on SIGTERM, or suspended).
+//! A job is never deleted before the submission has recorded the run (`infrastructure_pid`), as
+//! only the record says whether the run asked to keep it. Scheduled and Paused runs are left
+//! alone: their container legitimately stopped (rescheduled on SIGTERM, or suspended).
 
 use crate::northflank::models::{JobRun, RunStatus};
 use crate::prefect::models::StateType;
@@ -88,11 +89,13 @@ pub fn decide(f: &Observation) -> Decision {
         _ => None,
     };
     let failed = run.status != RunStatus::Success;
-    let forward_logs =
-        failed && (f.cleanup_job || matches!(transition, Some(Transition::Crash(_))));
+    // Until the submission records the run, whether it asked to keep its job is not known: the
+    // job is left to whoever sees the record (the next notification, or the sweep).
+    let delete_job = f.cleanup_job && f.recorded;
+    let forward_logs = failed && (delete_job || matches!(transition, Some(Transition::Crash(_))));
     Decision {
         transition,
-        delete_job: f.cleanup_job,
+        delete_job,
         note: Some(format!("{where_} concluded with status {status}")),
         status_code: Some(i32::from(failed)),
         forward_logs,
@@ -158,6 +161,24 @@ mod tests {
         let mut f = facts(Some(StateType::Pending), JobRunView::Gone, true);
         f.recorded = false;
         assert_eq!(decide(&f), Decision::default());
+    }
+
+    #[test]
+    fn a_concluded_run_keeps_its_job_until_the_submission_has_recorded_it() {
+        let ok = run(true, RunStatus::Success);
+        let failed = run(true, RunStatus::Failed);
+        for (state, job_run) in [
+            (Some(StateType::Completed), &ok),
+            (Some(StateType::Running), &failed),
+        ] {
+            let mut f = facts(state, JobRunView::Found(job_run), true);
+            f.recorded = false;
+            let decision = decide(&f);
+            assert!(!decision.delete_job, "{state:?}: {decision:?}");
+            assert!(decision.note.is_some());
+            f.recorded = true;
+            assert!(decide(&f).delete_job, "{state:?}");
+        }
     }
 
     #[test]
