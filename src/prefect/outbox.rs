@@ -33,7 +33,7 @@ pub const LAST_LABEL_TRIES: u32 = 5;
 /// The pause before the last send's first repeat of refused labels; each later repeat waits
 /// once more as long. A busy SQLite server refuses a read-then-write while other writes land:
 /// a short wait is what it takes to find a quiet moment.
-pub const LABEL_PAUSE: Duration = Duration::from_millis(300);
+pub const LABEL_PAUSE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 struct Labels {
@@ -136,7 +136,7 @@ impl Outbox {
     /// Sends everything kept, as the last send of an invocation or process: there is no later
     /// batch for labels refused now, so they are sent again here, after a pause, until they
     /// are accepted or out of tries (fewer than [`LAST_LABEL_TRIES`] rounds, whatever refuses
-    /// them: at most 3 s of pauses).
+    /// them: 0.5 + 1 + 1.5 s of pauses at most, unless the rate limit refuses them).
     pub async fn send_last(&self, prefect: &PrefectClient) {
         let prefect = prefect.without_throttled_retries();
         self.send_all(&prefect, LAST_LABEL_TRIES).await;

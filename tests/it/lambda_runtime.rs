@@ -160,7 +160,9 @@ async fn app_and_secret(more: Value) -> (TestApp, String) {
 async fn both_functions_work_under_the_lambda_runtime() {
     let (app, secret) = app_and_secret(json!({})).await;
     let metrics = "PFNF_METRICS_NAMESPACE=PrefectNorthflankTest".to_string();
-    let watch = Watch::start(&app, &secret, &[metrics]).await;
+    // A Prefect setting of the function's environment, which the container gets as well.
+    let setting = "PREFECT_RESULTS_PERSIST_BY_DEFAULT=true".to_string();
+    let watch = Watch::start(&app, &secret, &[metrics, setting]).await;
     let (port, dir) = (watch.port, &watch.dir);
 
     let deployment = app.deployment(json!({})).await;
@@ -174,6 +176,11 @@ async fn both_functions_work_under_the_lambda_runtime() {
     assert_eq!(summary["submitted"], 1, "{summary}");
 
     let job = format!("pf-{id}");
+    let created = app.bodies("PUT", "/jobs");
+    assert_eq!(
+        created[0]["runtimeEnvironment"]["PREFECT_RESULTS_PERSIST_BY_DEFAULT"], "true",
+        "{created:?}"
+    );
     let run = app
         .wait_for_concluded_run(id, Duration::from_secs(20))
         .await;

@@ -115,7 +115,10 @@ struct Shared {
     tallies: Mutex<Vec<Tally>>,
     /// Every request forwarded: method and path.
     forwarded: Mutex<Vec<(String, String)>>,
+    /// Every answer from upstream: method, path and status.
+    answers: Mutex<Vec<(String, String, u16)>>,
     faults: Mutex<Vec<Fault>>,
+    failed: Mutex<u32>,
     holds: Mutex<Vec<Held>>,
 }
 
@@ -192,7 +195,9 @@ impl RateLimitProxy {
             tallies: Mutex::new(vec![Tally::default(); buckets]),
             forwarded: Mutex::default(),
             faults: Mutex::default(),
+            failed: Mutex::default(),
             holds: Mutex::default(),
+            answers: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -255,6 +260,20 @@ impl RateLimitProxy {
         Release(tx)
     }
 
+    /// Requests answered by [`RateLimitProxy::fail_next`]'s errors so far.
+    pub fn failed(&self) -> u32 {
+        *self.shared.failed.lock().unwrap()
+    }
+
+    /// The statuses upstream answered `method` requests whose path contains `fragment` with,
+    /// in order.
+    pub fn answers(&self, method: &str, fragment: &str) -> Vec<u16> {
+        (self.shared.answers.lock().unwrap().iter())
+            .filter(|(m, p, _)| m == method && p.contains(fragment))
+            .map(|(_, _, status)| *status)
+            .collect()
+    }
+
     /// Forwarded requests whose path contains `fragment`.
     pub fn forwarded(&self, method: &str, fragment: &str) -> usize {
         (self.shared.forwarded.lock().unwrap().iter())
@@ -314,6 +333,7 @@ impl Shared {
             .iter_mut()
             .find(|f| f.left > 0 && f.method == method && path.contains(f.fragment))?;
         fault.left -= 1;
+        *self.failed.lock().unwrap() += 1;
         Some(fault.status)
     }
 
@@ -377,6 +397,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     match upstream.send().await {
         Ok(answer) => {
             let status = answer.status();
+            (shared.answers.lock().unwrap()).push((method, path, status.as_u16()));
             let headers = answer.headers().clone();
             let bytes = answer.bytes().await.unwrap_or_default();
             let mut response = Response::new(Body::from(bytes));
