@@ -534,7 +534,8 @@ def server_cost_section(sc):
              f"database, {sc['runs']} scheduled flow runs, then one step per request kind across "
              f"all of them ({sc.get('concurrency', 8)} requests in flight); the CPU time of the "
              "server's process tree (Postgres' apart) is read before each step and again once "
-             "both are back at their idle rate for 2 s (at least 6 s after the last answer, so "
+             f"both are back at their idle rate for 2 s (at least {fmt(sc.get('min_settle_s', 6))} s "
+             "after the last answer, so "
              "the event persister's flush falls in the step that caused it), and the idle rate "
              f"measured before the first step (server {fmt(get(sc, 'idle_cpu_s_per_s', 'server'))}, "
              f"Postgres {fmt(get(sc, 'idle_cpu_s_per_s', 'postgres'))} CPU s/s) is taken out.",
