@@ -8,7 +8,15 @@ import platform
 import re
 import subprocess
 
+import server_cost as server_cost_mod
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_JSON = os.path.join(ROOT, "bench", "results.json")
+MARKDOWN = os.path.join(ROOT, "BENCHMARKS.md")
+# The server's CPU by request kind (server_cost.py) keeps its own file: it is often measured
+# alone, and a later full bench that does not measure it carries it over from here.
+SERVER_COST_JSON = os.path.join(ROOT, "bench", "server_cost.json")
+SERVER_COST_HEADING = "## Prefect server CPU by request kind (Postgres)"
 POOL = re.compile(r"/work_pools/[^/]+")
 
 METHOD = """\
@@ -381,7 +389,7 @@ def load_table(details):
     return lines if len(lines) > 2 else []
 
 
-def markdown(cfg, details, errors, h, rows, info):
+def markdown(cfg, details, errors, h, rows, info, server_cost=None):
     dbs = [db for db in DB_SUFFIX if any(segment(s, db) in details for s in ("ours", "theirs"))]
     lines = [
         "# Benchmarks: prefect-nf vs prefect-northflank 1.0.1",
@@ -411,6 +419,7 @@ def markdown(cfg, details, errors, h, rows, info):
     if load:
         lines += ["", "## Load during the throughput phase (CPU seconds per second)", ""] + load
     lines += where_tables(cfg, details)
+    lines += server_cost_section(server_cost)
     lines += ["## Method", "", METHOD.format(profile=info["profile"]).rstrip(), ""]
     lines += problems(details, errors)
     lines += ["## Settings", "", "```json", json.dumps(cfg, indent=2), "```", ""]
@@ -465,9 +474,11 @@ def problems(details, errors):
     return ["## Problems seen in this run", ""] + [f"- {p}" for p in found] + [""] if found else []
 
 
-def write(cfg, details, errors, out_dir=None):
+def write(cfg, details, errors, out_dir=None, server_cost=None):
     """BENCHMARKS.md and results.json: into the repository for a finished run, into `out_dir`
-    for an interrupted one (so a stopped bench never replaces the published figures)."""
+    for an interrupted one (so a stopped bench never replaces the published figures). The
+    server's CPU by request kind is this run's `server_cost` if it measured it, else the last
+    one measured (bench/server_cost.json), with its own date."""
     h = headline(cfg, details)
     rows = targets(cfg, h, primary_db(details))
     info = {
@@ -480,13 +491,140 @@ def write(cfg, details, errors, out_dir=None):
         "theirs_python": os.environ.get("BENCH_THEIRS_PYTHON_VERSION", "Python 3.12"),
         "postgres": os.environ.get("BENCH_PG_VERSION") or "PostgreSQL",
     }
-    results = {**h, "targets": rows, "config": cfg, **info, "errors": errors, "details": details}
+    if server_cost:
+        server_cost.setdefault("date", info["date"])
+        server_cost.setdefault("command", info["command"])
+        server_cost.setdefault("scale", cfg["scale"])
+        dump_json(os.path.join(out_dir or os.path.join(ROOT, "bench"), "server_cost.json"),
+                  server_cost)
+    else:
+        server_cost = load_json(SERVER_COST_JSON)
+    results = {**h, **server_cost_mod.flat_keys(server_cost), "targets": rows, "config": cfg,
+               **info, "errors": errors, "details": details}
     json_path = os.path.join(out_dir or os.path.join(ROOT, "bench"), "results.json")
     md_path = os.path.join(out_dir or ROOT, "BENCHMARKS.md")
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
+    dump_json(json_path, results)
     with open(md_path, "w") as f:
-        f.write(markdown(cfg, details, errors, h, rows, info))
+        f.write(markdown(cfg, details, errors, h, rows, info, server_cost))
     print(f"wrote {os.path.relpath(md_path, ROOT)} and {os.path.relpath(json_path, ROOT)}")
 
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def dump_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def server_cost_section(sc):
+    """BENCHMARKS.md's section on the server's CPU by request kind; none without figures."""
+    if not sc or not sc.get("kinds"):
+        return []
+    kinds, d = sc["kinds"], sc.get("derived") or {}
+    lines = ["", SERVER_COST_HEADING, "",
+             f"Measured by `bench/server_cost.py` (`{sc.get('command') or 'scripts/bench'}`, "
+             f"{sc.get('date', 'undated')}): a fresh Prefect 3.9.1 server on a fresh Postgres "
+             f"database, {sc['runs']} scheduled flow runs, then one step per request kind across "
+             f"all of them ({sc.get('concurrency', 8)} requests in flight); the CPU time of the "
+             "server's process tree (Postgres' apart) is read before each step and again once "
+             f"both are back at their idle rate for 2 s (at least {fmt(sc.get('min_settle_s', 6))} s "
+             "after the last answer, so "
+             "the event persister's flush falls in the step that caused it), and the idle rate "
+             f"measured before the first step (server {fmt(get(sc, 'idle_cpu_s_per_s', 'server'))}, "
+             f"Postgres {fmt(get(sc, 'idle_cpu_s_per_s', 'postgres'))} CPU s/s) is taken out.",
+             "", "| Request kind | Requests | Server CPU ms per request | Postgres CPU ms per "
+             "request | Answers |", "|---|---|---|---|---|"]
+    for kind, k in kinds.items():
+        answers = ", ".join(f"{s} × {n}" for s, n in sorted((k.get("statuses") or {}).items()))
+        if k.get("orchestration"):
+            answers += " (" + ", ".join(f"{s} × {n}" for s, n in k["orchestration"].items()) + ")"
+        if not k.get("idle_reached", True):
+            answers += "; not idle after the step's bound"
+        lines.append(f"| `{kind}`: {k.get('what', '')} | {k['requests']} | {fmt(k['server_ms'])} "
+                     f"| {fmt(k['postgres_ms'])} | {answers} |")
+    if not sc.get("block_read_measured", True):
+        lines += ["", "`GET /block_documents/{id}` was not measured (no block document could be "
+                  "made); the Python worker's per-run cost below leaves it out."]
+    server, pg = d.get("server_ms") or {}, d.get("postgres_ms") or {}
+    if server:
+        comp = d.get("composition") or {}
+        parts = list(dict.fromkeys([*server["ours_parts"], *server["theirs_parts"]]))
+        lines += ["", "Per flow run, predicted from these costs and each worker's Prefect requests "
+                  "per run in the Postgres throughput phase (source: "
+                  f"{get(comp, 'ours', 'source') or '?'}); the worker events are two per run for "
+                  "both (theirs go over the events WebSocket, each costed as one posted event); "
+                  "logs cost a part per request and a part per line, from the two log steps:", "",
+                  "| Part of a flow run's cost | Ours: server ms | Theirs: server ms "
+                  "| Ours: Postgres ms | Theirs: Postgres ms |", "|---|---|---|---|---|"]
+        for part in parts:
+            cells = [get(server, "ours_parts", part), get(server, "theirs_parts", part),
+                     get(pg, "ours_parts", part), get(pg, "theirs_parts", part)]
+            lines.append(f"| {part} | " + " | ".join(fmt(c) for c in cells) + " |")
+        lines.append(f"| **Total** | **{fmt(server['ours_per_run'])}** | "
+                     f"**{fmt(server['theirs_per_run'])}** | {fmt(pg.get('ours_per_run'))} | "
+                     f"{fmt(pg.get('theirs_per_run'))} |")
+        measured = d.get("measured_ratio")
+        lines += ["", f"Predicted Prefect server CPU per flow run, ours / theirs: "
+                  f"**{fmt(server['predicted_ratio'])}×**"
+                  + (f" (the throughput phase measured {fmt(measured)}×)" if measured else "")
+                  + ". If ours made only the protocol's four writes (PENDING, labels, "
+                  "Submitting, `infrastructure_pid`) beside the flow's own RUNNING and COMPLETED: "
+                  f"{fmt(server['protocol_floor_per_run'])} ms per run, "
+                  f"**{fmt(server['floor_ratio'])}×** theirs (Postgres: "
+                  f"{fmt(pg.get('floor_ratio'))}×)."]
+        unmeasured = {k: v for side in ("ours", "theirs")
+                      for k, v in (get(d, "unmeasured", side) or {}).items()}
+        if unmeasured:
+            lines += ["", "Not measured, and left out (per-run counts): " + ", ".join(
+                f"`{k}`" for k in sorted(unmeasured)) + " (each at most "
+                f"{max(unmeasured.values()):.3f} per run)."]
+    return lines + [""]
+
+
+def splice_section(md, heading, lines):
+    """`md` with the section under `heading` replaced by `lines` (which start with a blank line
+    and the heading), or inserted before the Method section when it has none."""
+    text = md.split("\n")
+    body = lines[1:] if lines and lines[0] == "" else lines
+    if heading in text:
+        start = text.index(heading)
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")),
+                   len(text))
+        return "\n".join(text[:start] + body + text[end:])
+    at = text.index("## Method") if "## Method" in text else len(text)
+    return "\n".join(text[:at] + body + text[at:])
+
+
+def publish_server_cost(sc, out_dir=None):
+    """A measurement made alone: bench/server_cost.json, its keys merged into results.json and
+    its section replaced in BENCHMARKS.md, nothing else touched. With `out_dir` (a small or
+    failed run), server_cost.json and the section go there instead."""
+    section = server_cost_section(sc)
+    if out_dir:
+        dump_json(os.path.join(out_dir, "server_cost.json"), sc)
+        with open(os.path.join(out_dir, "server-cost.md"), "w") as f:
+            f.write("\n".join(section))
+        print(f"wrote {out_dir}/server_cost.json and server-cost.md")
+        return
+    dump_json(SERVER_COST_JSON, sc)
+    results = load_json(RESULTS_JSON)
+    if results is not None:
+        results.update(server_cost_mod.flat_keys(sc))
+        dump_json(RESULTS_JSON, results)
+    try:
+        with open(MARKDOWN) as f:
+            md = f.read()
+    except OSError:
+        md = None
+    if md is not None:
+        with open(MARKDOWN, "w") as f:
+            f.write(splice_section(md, SERVER_COST_HEADING, section))
+    print("wrote bench/server_cost.json, its keys in bench/results.json and its section in "
+          "BENCHMARKS.md")

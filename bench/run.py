@@ -20,15 +20,17 @@ from phases import idle_phase, requests_phase, wait_ready
 from procs import Proc
 from servers import Servers, clean_env, postgres_pid
 import report
+import server_cost
 
 SCALES = {
     # req: flow runs per request-count phase (short and long flows: `short`, `long` seconds);
     # lat: latency runs; tput: queued runs for throughput; rss_ours / rss_theirs: runs during
-    # the memory phase, with flows of `rss_secs`. Each can be overridden: BENCH_<KEY>.
+    # the memory phase, with flows of `rss_secs`; cost_runs: flow runs of the server-cost phase
+    # (Postgres only). Each can be overridden: BENCH_<KEY>.
     "full": dict(req=20, lat=100, tput=500, rss_ours=1000, rss_theirs=100, short=5, long=60,
-                 rss_secs=60),
+                 rss_secs=60, cost_runs=server_cost.RUNS["full"]),
     "small": dict(req=3, lat=8, tput=20, rss_ours=30, rss_theirs=5, short=5, long=15,
-                  rss_secs=10),
+                  rss_secs=10, cost_runs=server_cost.RUNS["small"]),
 }
 DBS = ("sqlite", "postgres")
 
@@ -306,6 +308,22 @@ def run_segment(cfg, segment, name, db, every, out):
         bench_side(ctx, cfg, side, out, every)
 
 
+def run_server_cost(cfg, details, errors):
+    """The server's CPU by request kind (server_cost.py) on a fresh Postgres-backed server of its
+    own, after the workers' segments; its per-run predictions use this run's request counts."""
+    log("server-cost: starting a fresh Prefect server (postgres)")
+    try:
+        with Servers("server-cost", "cost", "postgres", os.environ["BENCH_RUN_DIR"]) as servers:
+            measured = server_cost.measure(servers.api, servers.pid, postgres_pid(),
+                                           cfg["cost_runs"])
+    except Exception as e:  # noqa: BLE001 - reported, the rest of the figures still written
+        log(f"server-cost: {type(e).__name__}: {e}")
+        errors.append(f"server-cost: {type(e).__name__}: {e}")
+        return None
+    this_run = {"details": details, "date": "this run", **report.headline(cfg, details)}
+    return server_cost.result(measured, this_run)
+
+
 def main():
     # `timeout` and scripts/bench's trap end the driver with TERM, through its finally blocks,
     # which stop the workers. SIGINT gets Python's handler back: started in the background by a
@@ -315,6 +333,7 @@ def main():
     cfg = settings()
     started = time.time()
     details, errors = {}, []
+    cost = None
     finished = False
     try:
         for segment, name, db, every in segments(cfg):
@@ -325,6 +344,8 @@ def main():
                 log(f"{segment}: {type(e).__name__}: {e}")
                 out["error"] = f"{type(e).__name__}: {e}"
                 errors.append(f"{segment}: {type(e).__name__}: {e}")
+        if cfg["db"] != "sqlite":
+            cost = run_server_cost(cfg, details, errors)
         finished = True
     except Exception as e:  # noqa: BLE001 - recorded in the report, then re-raised
         errors.append(f"{type(e).__name__}: {e}")
@@ -332,7 +353,8 @@ def main():
     finally:
         cfg["bench_duration_s"] = round(time.time() - started)
         # A stopped or crashed run keeps its partial figures beside its logs.
-        report.write(cfg, details, errors, None if finished else os.environ["BENCH_RUN_DIR"])
+        report.write(cfg, details, errors, None if finished else os.environ["BENCH_RUN_DIR"],
+                     server_cost=cost)
 
 
 if __name__ == "__main__":

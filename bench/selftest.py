@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import proxy  # noqa: E402
 import report  # noqa: E402
+import server_cost  # noqa: E402
 from phases import cpu_figures, proxy_figures  # noqa: E402
 from procs import CpuMeter, cpu_seconds  # noqa: E402
 
@@ -191,6 +192,106 @@ class Report(unittest.TestCase):
         self.assertIn("`POST /api/work_pools/{pool}/get_scheduled_flow_runs` | 1.00 | 100 |", md)
         # Postgres' 1.0 CPU s over 20 s, the machine's 30 s over 20 s.
         self.assertIn("| theirs, Postgres | 20 | 0.2 | 0.05 | 0.1 | 1.5 | — | — |", md)
+
+
+def step(server, postgres, requests=10, items=None):
+    return {"requests": requests, "items": items or requests, "statuses": {"201": requests},
+            "server_ms": server, "postgres_ms": postgres, "idle_reached": True}
+
+
+class ServerCost(unittest.TestCase):
+    """server_cost.py's arithmetic and its section of the report, with made-up costs."""
+
+    def measurement(self):
+        kinds = {k: step(10.0, 2.0) for k, _ in server_cost.KINDS}
+        kinds.update(running=step(20.0, 5.0), completed=step(20.0, 5.0),
+                     logs_single=step(3.0, 1.0),
+                     # 61 lines per request: 2 ms per request, 1 ms per line.
+                     logs_batched=step(63.0, 10.0, requests=2, items=122),
+                     events=step(40.0, 0.0, requests=2, items=40))
+        return {"runs": 10, "concurrency": 8, "idle_cpu_s_per_s": {"server": 0.02, "postgres": 0.0},
+                "kinds": kinds, "block_read_measured": True}
+
+    def test_the_floor_and_the_prediction(self):
+        comp = {"ours": {"endpoints": {"POST /api/flow_runs/{id}/set_state": 2.0,
+                                       "PATCH /api/flow_runs/{id}/labels": 1.0,
+                                       "PATCH /api/flow_runs/{id}": 1.0, "POST /api/logs/": 0.1,
+                                       "POST /api/events": 0.1,
+                                       "POST /api/work_pools/{pool}/workers/heartbeat": 0.01},
+                        "log_lines": 6.0, "source": "test"},
+                "theirs": {"endpoints": {"POST /api/flow_runs/{id}/set_state": 2.0,
+                                         "PATCH /api/flow_runs/{id}/labels": 1.0,
+                                         "PATCH /api/flow_runs/{id}": 1.0,
+                                         "GET /api/deployments/{id}": 2.0,
+                                         "GET /api/flows/{id}": 1.0,
+                                         "GET /api/block_documents/{id}": 1.0,
+                                         "POST /api/logs/": 0.1},
+                           "log_lines": 12.0, "source": "test"}}
+        d = server_cost.derive(self.measurement()["kinds"], comp, measured_ratio=0.7)
+        s = d["server_ms"]
+        # Four protocol writes at 10 ms and the flow's two at 20 ms.
+        self.assertEqual(s["protocol_floor_per_run"], 80.0)
+        # Logs: 0.1 request × 2 ms + 6 lines × 1 ms; events: two at 40 / 20 ms each.
+        self.assertEqual(s["ours_parts"]["logs"], 6.2)
+        self.assertEqual(s["ours_parts"]["worker events (2)"], 4.0)
+        # Two set_states, labels, infrastructure_pid; theirs' three reads besides.
+        self.assertEqual(s["ours_per_run"], 20 + 10 + 10 + 6.2 + 4 + 40)
+        self.assertEqual(s["theirs_per_run"], 20 + 10 + 10 + 20 + 10 + 10 + 12.2 + 4 + 40)
+        self.assertEqual(s["floor_ratio"], round(80 / 136.2, 3))
+        self.assertEqual(s["predicted_ratio"], round(90.2 / 136.2, 3))
+        self.assertEqual(d["unmeasured"]["ours"],
+                         {"POST /api/work_pools/{pool}/workers/heartbeat": 0.01})
+
+    def test_the_section_renders_with_and_without_figures(self):
+        sc = server_cost.result(self.measurement(), None)
+        self.assertEqual(report.server_cost_section(None), [])
+        self.assertEqual(report.server_cost_section({"kinds": {}}), [])
+        md = "\n".join(report.server_cost_section(sc))
+        self.assertIn(report.SERVER_COST_HEADING, md)
+        self.assertIn("| `running`: ", md)
+        self.assertIn("**Total**", md)
+        keys = server_cost.flat_keys(sc)
+        self.assertEqual(keys["prefect_server_cpu_ms_per_request_postgres"]["pending"], 10.0)
+        self.assertEqual(server_cost.flat_keys(None), {})
+
+    def test_a_section_is_replaced_or_inserted_before_the_method(self):
+        section = ["", report.SERVER_COST_HEADING, "", "new", ""]
+        old = f"# B\n\n## Targets\n\nx\n\n{report.SERVER_COST_HEADING}\n\nold\n\n## Method\n\nm\n"
+        self.assertEqual(report.splice_section(old, report.SERVER_COST_HEADING, section),
+                         f"# B\n\n## Targets\n\nx\n\n{report.SERVER_COST_HEADING}\n\nnew\n\n"
+                         "## Method\n\nm\n")
+        bare = "# B\n\n## Targets\n\nx\n\n## Method\n\nm\n"
+        self.assertEqual(report.splice_section(bare, report.SERVER_COST_HEADING, section),
+                         old.replace("old", "new"))
+
+    def test_a_full_report_with_and_without_the_measurement(self):
+        cfg = {"scale": "small", "short": 5, "long": 15, "req": 4, "tput": 10, "lat": 8,
+               "rss_ours": 30, "rss_theirs": 5, "rss_secs": 10, "poll_interval": 10,
+               "instant_poll_interval": 60, "db": "both", "pg_phases": "throughput",
+               "only": "both", "ours_env": {}}
+        details = Report().details()
+        saved = report.SERVER_COST_JSON
+        try:
+            with tempfile.TemporaryDirectory() as out:
+                # Older results: no measurement here, none kept from before.
+                report.SERVER_COST_JSON = os.path.join(out, "absent.json")
+                report.write(cfg, details, [], out)
+                with open(os.path.join(out, "BENCHMARKS.md")) as f:
+                    self.assertNotIn(report.SERVER_COST_HEADING, f.read())
+                sc = server_cost.result(self.measurement(), {"details": details})
+                report.write(cfg, details, [], out, server_cost=sc)
+                with open(os.path.join(out, "BENCHMARKS.md")) as f:
+                    md = f.read()
+                with open(os.path.join(out, "results.json")) as f:
+                    results = json.load(f)
+                self.assertTrue(os.path.exists(os.path.join(out, "server_cost.json")))
+        finally:
+            report.SERVER_COST_JSON = saved
+        self.assertIn(report.SERVER_COST_HEADING, md)
+        self.assertLess(md.index(report.SERVER_COST_HEADING), md.index("## Method"))
+        self.assertIn("prefect_server_cpu_floor_ratio_postgres", results)
+        # This run's own request counts: theirs_postgres made 10 polls for 10 runs.
+        self.assertEqual(sc["derived"]["composition"]["theirs"]["source"], "results.json (undated)")
 
 
 if __name__ == "__main__":
