@@ -23,12 +23,9 @@ use super::{PrefectClient, PrefectError};
 use crate::ids::FlowRunId;
 use crate::retry::RetryPolicy;
 
-/// Sends of one run's labels before they are given up (labels are informational), with
-/// batches every couple of seconds between them.
-pub const LABEL_TRIES: u32 = 3;
-
-/// The same when the last send tries them again, after short pauses ([`LABEL_PAUSE`]).
-pub const LAST_LABEL_TRIES: u32 = 5;
+/// Sends of one run's labels before they are given up (labels are informational): with the
+/// batches every couple of seconds, or the last send's pauses ([`LABEL_PAUSE`]), between them.
+pub const LABEL_TRIES: u32 = 5;
 
 /// The pause before the last send's first repeat of refused labels; each later repeat waits
 /// once more as long. A busy SQLite server refuses a read-then-write while other writes land:
@@ -54,6 +51,8 @@ pub struct Outbox {
     logs: Queue<LogEntry>,
     events: Queue<Value>,
     labels: Mutex<Vec<Labels>>,
+    /// Held while labels are being sent, so that the last send knows of none in flight.
+    sending_labels: tokio::sync::Mutex<()>,
     /// Lines and events a 429 sent back to wait for the next send, each time it did.
     held: AtomicU64,
     /// Lines and events dropped because too many were held.
@@ -123,29 +122,27 @@ impl Outbox {
 
     /// Sends everything kept so far.
     pub async fn send(&self, prefect: &PrefectClient) {
-        self.send_all(&prefect.without_throttled_retries(), LABEL_TRIES)
-            .await;
-    }
-
-    async fn send_all(&self, prefect: &PrefectClient, label_tries: u32) {
-        self.send_queue(&self.logs, prefect).await;
-        self.send_queue(&self.events, prefect).await;
-        self.send_labels(prefect, label_tries).await;
+        let prefect = prefect.without_throttled_retries();
+        self.send_queue(&self.logs, &prefect).await;
+        self.send_queue(&self.events, &prefect).await;
+        self.send_labels(&prefect).await;
     }
 
     /// Sends everything kept, as the last send of an invocation or process: there is no later
     /// batch for labels refused now, so they are sent again here, after a pause, until they
-    /// are accepted or out of tries (fewer than [`LAST_LABEL_TRIES`] rounds, whatever refuses
-    /// them: 0.5 + 1 + 1.5 s of pauses at most, unless the rate limit refuses them).
+    /// are accepted or out of tries (fewer than [`LABEL_TRIES`] rounds, whatever refuses them:
+    /// 0.5 + 1 + 1.5 s of pauses at most, unless the rate limit refuses them). Labels another
+    /// send has in flight (a notification's, in the same process) count as waiting.
     pub async fn send_last(&self, prefect: &PrefectClient) {
+        self.send(prefect).await;
         let prefect = prefect.without_throttled_retries();
-        self.send_all(&prefect, LAST_LABEL_TRIES).await;
-        for round in 1..LAST_LABEL_TRIES {
+        for round in 1..LABEL_TRIES {
+            drop(self.sending_labels.lock().await);
             if lock(&self.labels).is_empty() {
                 return;
             }
             tokio::time::sleep(LABEL_PAUSE * round).await;
-            self.send_labels(&prefect, LAST_LABEL_TRIES).await;
+            self.send_labels(&prefect).await;
         }
     }
 
@@ -186,9 +183,9 @@ impl Outbox {
         }
     }
 
-    /// One write per run, one at a time, none retried at once; a run's labels refused for the
-    /// `tries`th time are given up.
-    async fn send_labels(&self, prefect: &PrefectClient, tries: u32) {
+    /// One write per run, one at a time, none retried at once.
+    async fn send_labels(&self, prefect: &PrefectClient) {
+        let _sending = self.sending_labels.lock().await;
         let pending = std::mem::take(&mut *lock(&self.labels));
         let once = prefect.with_retries(RetryPolicy::none());
         for mut entry in pending {
@@ -197,7 +194,7 @@ impl Outbox {
             };
             // The rate limit says nothing about the labels: it does not use up their tries.
             entry.tries += u32::from(!e.is_throttled());
-            if entry.tries < tries && e.status() != Some(404) {
+            if entry.tries < LABEL_TRIES && e.status() != Some(404) {
                 tracing::debug!(error = %e, flow_run_id = %entry.flow_run, "labels refused; sent again with the next batch");
                 lock(&self.labels).push(entry);
             } else {

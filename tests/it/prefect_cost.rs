@@ -98,6 +98,47 @@ async fn labels_refused_at_launch_and_at_the_last_send_are_still_set_by_a_one_sh
     }
 }
 
+/// Labels another send has in flight when the last send starts (a notification's, in the same
+/// process) count as waiting: the last send waits for that send, and repeats what it had
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_send_waits_for_labels_another_send_has_in_flight() {
+    let (proxy, app, id) = refusing_labels(1).await;
+    let worker = std::sync::Arc::new(app.another_worker("prefect-nf-test"));
+    let mut labels = serde_json::Map::new();
+    labels.insert("prefect.worker.name".into(), json!("prefect-nf-test"));
+    labels.insert("prefect.work-pool.name".into(), json!(app.pool));
+    worker.keep_labels(id, labels);
+    let release = proxy.hold("PATCH", "/labels");
+    let first = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.send_pending().await }
+    });
+    app.wait_until("the first send's write", Duration::from_secs(10), |_| {
+        proxy.held() == 1
+    })
+    .await;
+    let last = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.send_last().await }
+    });
+    // Gives the last send time to run ahead, were it not to wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.release();
+    first.await.unwrap();
+    last.await.unwrap();
+    let answers = proxy.answers("PATCH", "/labels");
+    assert!(
+        !answers.is_empty(),
+        "the last send repeated the refused write"
+    );
+    if answers.contains(&204) {
+        assert_labelled(&app, id).await;
+    } else {
+        assert_eq!(answers.len(), 3, "tried until out of tries: {answers:?}");
+    }
+}
+
 /// In a long-running process the end of a dispatch tick is not its last send: refused labels
 /// are tried with the tick's batches (every 2 s) and its end, at most three times in all, not
 /// repeated after pauses as a process's last send repeats them.

@@ -119,6 +119,8 @@ struct Shared {
     answers: Mutex<Vec<(String, String, u16)>>,
     faults: Mutex<Vec<Fault>>,
     failed: Mutex<u32>,
+    /// Requests a hold has kept waiting so far.
+    held: Mutex<u32>,
     holds: Mutex<Vec<Held>>,
 }
 
@@ -196,6 +198,7 @@ impl RateLimitProxy {
             forwarded: Mutex::default(),
             faults: Mutex::default(),
             failed: Mutex::default(),
+            held: Mutex::default(),
             holds: Mutex::default(),
             answers: Mutex::default(),
         });
@@ -258,6 +261,11 @@ impl RateLimitProxy {
             released: rx,
         });
         Release(tx)
+    }
+
+    /// Requests a [`RateLimitProxy::hold`] has kept waiting so far.
+    pub fn held(&self) -> u32 {
+        *self.shared.held.lock().unwrap()
     }
 
     /// Requests answered by [`RateLimitProxy::fail_next`]'s errors so far.
@@ -369,6 +377,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .find(|h| h.method == method && path.ends_with(&h.suffix))
         .map(|h| h.released.clone());
     if let Some(mut released) = held {
+        *shared.held.lock().unwrap() += 1;
         let _ = released.wait_for(|r| *r).await;
     }
     if let Some(status) = shared.fault(&method, &path) {
